@@ -1,0 +1,155 @@
+"""The command line: parse, validate, call the library, and turn every error into one line."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from tenfold import __version__
+from tenfold.errors import TenfoldError
+
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit 2, instead of argparse's usage dump
+        self.exit(EXIT_USAGE, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+
+
+def number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+
+
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model (default: the seed's LeNet-5 on CIFAR-10)",
+                       description="Train a model. Every epoch is checkpointed into the run directory.")
+    # Defaults are None so that a resumed run knows which flags were given; TrainConfig holds the defaults.
+    p.add_argument("--data", help="'cifar10' (downloads the official archive; default), an image folder "
+                                  "with train/<class>/*, or a .tar/.tar.gz/.zip of one")
+    p.add_argument("--model", help="registered model name (see 'tenfold models') or path/to/net.py:factory")
+    p.add_argument("--epochs", type=positive_int, help="passes over the training data (default 10)")
+    p.add_argument("--batch-size", type=positive_int, help="images per step (default 128)")
+    p.add_argument("--lr", type=number, help="learning rate (default 0.001)")
+    p.add_argument("--optimizer", choices=["adam", "sgd"], help="adam (default) or sgd with momentum")
+    p.add_argument("--momentum", type=number, help="SGD momentum (default 0.9)")
+    p.add_argument("--weight-decay", type=number, help="L2 weight decay (default 0)")
+    p.add_argument("--keep-prob", type=number, help="dropout keep probability, in (0, 1] (default 0.5)")
+    p.add_argument("--augment", action="store_true", default=None, help="random crop and flip each batch")
+    p.add_argument("--val-split", type=number, help="fraction held out for validation (default 0.1)")
+    p.add_argument("--image-size", type=positive_int, help="resize images to this square size")
+    p.add_argument("--seed", type=positive_int, help="random seed (default 0)")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--out", help="run directory (default runs/MODEL-DATE-TIME)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run after its last finished epoch")
+    p.add_argument("--quiet", action="store_true", help="no epoch lines or progress bar")
+
+
+def cmd_train(args) -> int:
+    from tenfold.config import TrainConfig
+    from tenfold.train.run import train
+
+    flags = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if getattr(args, k, None) is not None}
+    if args.resume:
+        ignored = sorted(set(flags) - {"epochs", "device"})
+        if ignored or args.out:
+            print(f"warning: --resume keeps the run's settings; ignoring "
+                  f"{', '.join('--' + f.replace('_', '-') for f in ignored + (['out'] if args.out else []))}",
+                  file=sys.stderr)
+        flags = {k: v for k, v in flags.items() if k in ("epochs", "device")}
+        train(resume=args.resume, quiet=args.quiet, **flags)
+    else:
+        train(TrainConfig(), out=args.out, quiet=args.quiet, **flags)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from tenfold.train.infer import evaluate_run, format_evaluation
+
+    result = evaluate_run(args.run_dir, args.data, args.device, quiet=args.json)
+    print(json.dumps(result, indent=2) if args.json else format_evaluation(result))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from tenfold.errors import DataError
+    from tenfold.train.infer import load_image, load_trained, predict_images
+
+    if args.top < 1:
+        raise TenfoldError(f"--top must be at least 1, got {args.top}")
+    trained = load_trained(args.run_dir, args.device)
+    images, names, failed = [], [], 0
+    for path in args.images:
+        try:
+            images.append(load_image(path, trained.shape))
+            names.append(path)
+        except DataError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed += 1
+    results = predict_images(trained, images, args.top) if images else []
+    if args.json:
+        print(json.dumps([{"image": n, "top": [{"class": c, "probability": p} for c, p in r]}
+                          for n, r in zip(names, results)], indent=2))
+    for name, top in zip(names, results) if not args.json else []:
+        print(f"{name}: " + "  ".join(f"{c} {p:.1%}" for c, p in top))
+    return EXIT_ERROR if failed else 0
+
+
+def cmd_models(args) -> int:
+    from tenfold.models import list_models
+    print("\n".join(list_models()))
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="tenfold", description="Train image classifiers fast, on CPU or GPU, with one command.")
+    parser.add_argument("--version", action="version", version=f"tenfold {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    add_train(sub)
+    p = sub.add_parser("evaluate", help="test accuracy, per-class accuracy and confusion matrix of a run")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--data", help="test data: 'cifar10', a folder with test/<class>/*, or class folders "
+                                  "(default: the run's own data)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p = sub.add_parser("predict", help="top-3 classes with probabilities for image files")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("images", metavar="IMAGE", nargs="+")
+    p.add_argument("--top", type=positive_int, default=3, help="how many classes to show (default 3)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    sub.add_parser("models", help="list the registered models")
+    return parser
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except TenfoldError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        hint = " (finished epochs are saved; continue with --resume RUN_DIR)" if args.command == "train" else ""
+        print(f"\ninterrupted{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # a bug or an environment fault: still one line, traceback on request
+        if os.environ.get("TENFOLD_DEBUG"):
+            raise
+        first = str(e).splitlines()[0] if str(e) else ""
+        print(f"error: unexpected {e.__class__.__name__}: {first} (set TENFOLD_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return EXIT_ERROR

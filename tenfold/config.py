@@ -1,0 +1,56 @@
+"""Typed configuration: defaults here, then flags. One place for every hyperparameter, with units."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from tenfold.errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    data: str = "cifar10"         # 'cifar10' (official download) or a folder / .tar / .tar.gz / .zip
+    model: str = "lenet5"         # a registered name, or path/to/net.py:factory
+    epochs: int = 10              # passes over the training split
+    batch_size: int = 128         # images per optimiser step
+    lr: float = 1e-3              # learning rate (Adam's default, as in the original project)
+    optimizer: str = "adam"       # adam | sgd (SGD with momentum)
+    momentum: float = 0.9         # SGD only
+    weight_decay: float = 0.0     # L2 penalty per step
+    keep_prob: float = 0.5        # dropout: probability that a unit is kept
+    augment: bool = False         # random crop (4 px padding) and horizontal flip; off for the seed LeNet
+    val_split: float = 0.1        # fraction of each class held out (the last images) when there is no val/
+    image_size: int | None = None  # resize every image to this square size; None: their own size if uniform
+    seed: int = 0                 # for initialisation, shuffling, dropout and augmentation
+    device: str = "auto"          # auto | cpu | cuda | cuda:N | mps
+
+    def validate(self) -> "TrainConfig":
+        checks = [
+            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (0.0 < self.keep_prob <= 1.0, f"--keep-prob must be in (0, 1], got {self.keep_prob}"),
+            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.optimizer in ("adam", "sgd"), f"--optimizer must be adam or sgd, got {self.optimizer}"),
+            (0.0 <= self.momentum < 1.0, f"--momentum must be in [0, 1), got {self.momentum}"),
+            (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
+            (0.0 <= self.val_split < 1.0, f"--val-split must be in [0, 1), got {self.val_split}"),
+            (self.image_size is None or 8 <= self.image_size <= 1024,
+             f"--image-size must be between 8 and 1024, got {self.image_size}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def updated(self, **overrides) -> "TrainConfig":
+        """A copy with the given (non-None) values replaced."""
+        d = self.to_dict()
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return TrainConfig.from_dict(d)

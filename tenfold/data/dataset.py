@@ -1,0 +1,108 @@
+"""One entry point for every data source: `open_dataset(spec)` -> Splits of uint8 arrays."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tenfold.errors import DataError
+
+
+@dataclass
+class ImageSet:
+    images: np.ndarray  # (N, H, W, 3) uint8, RGB
+    labels: np.ndarray  # (N,) int64, indices into classes
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.images.shape[1:3])
+
+    def subset(self, index: np.ndarray) -> "ImageSet":
+        return ImageSet(self.images[index], self.labels[index], self.classes)
+
+
+@dataclass
+class Splits:
+    train: ImageSet
+    val: ImageSet | None
+    test: ImageSet | None
+    source: str  # what the data came from, for config.json and messages
+
+
+def hold_out(data: ImageSet, fraction: float) -> tuple[ImageSet, ImageSet | None]:
+    """Deterministic validation split: the last `fraction` of each class, in source order.
+
+    For CIFAR-10 at 0.1 that is 45,000 train / 5,000 validation, 500 of each class.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise DataError(f"--val-split must be in [0, 1), got {fraction}")
+    if fraction == 0.0:
+        return data, None
+    train_idx, val_idx = [], []
+    for c in range(len(data.classes)):
+        idx = np.flatnonzero(data.labels == c)
+        n_val = int(round(len(idx) * fraction))
+        if n_val >= len(idx):
+            raise DataError(f"class '{data.classes[c]}' has {len(idx)} image(s): too few to hold out "
+                            f"{fraction:.0%} for validation (lower --val-split or add images)")
+        train_idx.append(idx[: len(idx) - n_val])
+        val_idx.append(idx[len(idx) - n_val:])
+    train_idx = np.sort(np.concatenate(train_idx))
+    val_idx = np.sort(np.concatenate(val_idx))
+    return data.subset(train_idx), (data.subset(val_idx) if len(val_idx) else None)
+
+
+def is_cifar10(spec: str) -> bool:
+    return spec.lower() in ("cifar10", "cifar-10")
+
+
+def open_dataset(spec: str, val_split: float = 0.1, image_size: int | None = None,
+                 default_size: int = 32, quiet: bool = False) -> Splits:
+    """Open `spec` ('cifar10' or a path) and hold out validation unless the source has its own."""
+    from tenfold.data import cifar10, folder
+
+    if is_cifar10(spec) or cifar10.is_cifar10_archive(spec):
+        train, test = cifar10.load(None if is_cifar10(spec) else spec, quiet=quiet)
+        if image_size is not None and (image_size, image_size) != train.shape:
+            raise DataError("CIFAR-10 images are 32x32; --image-size applies to image folders only")
+        train, val = hold_out(train, val_split)
+        return Splits(train, val, test, source="cifar10" if is_cifar10(spec) else str(Path(spec).resolve()))
+    size = (image_size, image_size) if image_size else None
+    parts = folder.load(spec, size=size, default_size=default_size, quiet=quiet)
+    if "train" not in parts:
+        raise DataError(f"{spec}: no training images found (expected train/<class>/* or <class>/*)")
+    train = parts["train"]
+    val = parts.get("val")
+    if val is None:
+        train, val = hold_out(train, val_split)
+    return Splits(train, val, parts.get("test"), source=str(Path(spec).resolve()))
+
+
+def open_test_set(spec: str, classes: list[str], shape: tuple[int, int], quiet: bool = False) -> ImageSet:
+    """The test split of `spec` ('cifar10', PATH/test, or PATH as class folders), in `classes`' label order."""
+    from tenfold.data import cifar10, folder
+
+    if is_cifar10(spec) or cifar10.is_cifar10_archive(spec):
+        _, test = cifar10.load(None if is_cifar10(spec) else spec, quiet=quiet)
+    else:
+        parts = folder.load(spec, size=shape, default_size=shape[0], quiet=quiet, as_test=True)
+        test = parts.get("test")
+        if test is None:
+            raise DataError(f"{spec}: no test split (expected PATH/test/<class>/* or PATH/<class>/*)")
+    return relabel(test, classes, shape)
+
+
+def relabel(data: ImageSet, classes: list[str], shape: tuple[int, int]) -> ImageSet:
+    """Map `data`'s labels onto the model's class list; unknown class names are an error."""
+    unknown = [c for c in data.classes if c not in classes]
+    if unknown:
+        raise DataError(f"the test data has classes the model was not trained on: {', '.join(unknown[:5])}")
+    if data.shape != tuple(shape):
+        raise DataError(f"test images are {data.shape[0]}x{data.shape[1]}, the model expects {shape[0]}x{shape[1]}")
+    lookup = np.array([classes.index(c) for c in data.classes], dtype=np.int64)
+    return ImageSet(data.images, lookup[data.labels], list(classes))

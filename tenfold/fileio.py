@@ -1,0 +1,63 @@
+"""Atomic writes: a reader (or a crash) sees the old file or the new one, never half of one."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator, IO
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb", perms: int | None = None) -> Iterator[IO]:
+    """Write to a temporary file beside `path`, fsync it, then rename it over `path`.
+
+    The file gets `perms`, else the usual 0666 less the umask (mkstemp alone would leave it 0600).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, perms if perms is not None else 0o666 & ~current_umask())
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: str = "wb") -> None:
+    with atomic_open(path, mode) as f:
+        write(f)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a rename in `path` durable (a no-op where directories cannot be opened)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def tenfold_home() -> Path:
+    """The cache folder: $TENFOLD_HOME, else ~/.cache/tenfold."""
+    home = os.environ.get("TENFOLD_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "tenfold")
+    return Path(home)
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,110 @@
+"""Keras-style callbacks: the training loop reports only through these, with a flat `logs` dict.
+
+Epoch logs: epoch (1-based), loss, val_loss, val_accuracy, seconds, images_per_s, lr.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from typing import Iterable
+
+
+class Callback:
+    def on_train_begin(self, logs: dict) -> None: ...
+    def on_epoch_begin(self, epoch: int, logs: dict) -> None: ...
+    def on_batch_end(self, batch: int, logs: dict) -> None: ...
+    def on_epoch_end(self, epoch: int, logs: dict) -> None: ...
+    def on_train_end(self, logs: dict) -> None: ...
+
+
+class CallbackList(Callback):
+    def __init__(self, callbacks: Iterable[Callback]):
+        self.callbacks = list(callbacks)
+
+    def on_train_begin(self, logs):
+        for c in self.callbacks:
+            c.on_train_begin(logs)
+
+    def on_epoch_begin(self, epoch, logs):
+        for c in self.callbacks:
+            c.on_epoch_begin(epoch, logs)
+
+    def on_batch_end(self, batch, logs):
+        for c in self.callbacks:
+            c.on_batch_end(batch, logs)
+
+    def on_epoch_end(self, epoch, logs):
+        for c in self.callbacks:
+            c.on_epoch_end(epoch, logs)
+
+    def on_train_end(self, logs):
+        for c in self.callbacks:
+            c.on_train_end(logs)
+
+
+class History(Callback):
+    """`history.history['val_accuracy']` etc., one value per epoch, as Keras' fit() returns."""
+
+    def __init__(self, rows: list[dict] | None = None):
+        self.epoch: list[int] = []
+        self.history: dict[str, list] = {}
+        for row in rows or []:
+            self.on_epoch_end(row["epoch"], row)
+
+    def on_epoch_end(self, epoch, logs):
+        self.epoch.append(epoch)
+        for k, v in logs.items():
+            if k != "epoch":
+                self.history.setdefault(k, []).append(v)
+
+    def rows(self) -> list[dict]:
+        return [{"epoch": e, **{k: v[i] for k, v in self.history.items()}} for i, e in enumerate(self.epoch)]
+
+
+def epoch_line(epoch: int, logs: dict) -> str:
+    """The seed's words: `Epoch  1: Training Loss:  1.65 Validation Accuracy: 40.88% Time 4.5s`."""
+    acc = logs.get("val_accuracy")
+    acc_text = "   n/a" if acc is None or math.isnan(acc) else f"{acc:6.2%}"
+    return (f"Epoch {epoch:2d}: Training Loss: {logs['loss']:5.2f} "
+            f"Validation Accuracy: {acc_text} Time {logs['seconds']:.1f}s")
+
+
+class SeedLogger(Callback):
+    """One line per epoch on stdout, in the original project's words."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+
+    def on_epoch_end(self, epoch, logs):
+        print(epoch_line(epoch, logs), file=self.stream, flush=True)
+
+
+class ProgressBar(Callback):
+    """A live bar with images/s during each epoch; only on a terminal (or in a notebook)."""
+
+    def __init__(self, total_images: int, epochs: int, stream=None, force: bool = False):
+        self.total, self.epochs = total_images, epochs
+        self.stream = stream or sys.stderr
+        self.enabled = force or self.stream.isatty()
+        self.bar = None
+
+    def on_epoch_begin(self, epoch, logs):
+        if self.enabled:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=self.total, unit="img", unit_scale=True, leave=False, file=self.stream,
+                            desc=f"Epoch {epoch}/{self.epochs}", dynamic_ncols=True)
+
+    def on_batch_end(self, batch, logs):
+        if self.bar is not None:
+            self.bar.update(logs["size"])
+
+    def on_epoch_end(self, epoch, logs):
+        self.close()
+
+    def on_train_end(self, logs):
+        self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

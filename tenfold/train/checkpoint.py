@@ -1,0 +1,89 @@
+"""The run directory: checkpoint.pt (the source of truth), history.csv and config.json, all written atomically.
+
+A checkpoint is an explicit dict that carries everything needed to resume or to predict:
+config, classes, image shape, normalisation, model and optimiser state, RNG states, epoch and history.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import torch
+
+from tenfold import __version__
+from tenfold.errors import CheckpointError
+from tenfold.fileio import atomic_open, atomic_write_text
+from tenfold.train.callbacks import Callback
+
+CHECKPOINT = "checkpoint.pt"
+FORMAT = "tenfold-checkpoint"
+VERSION = 1
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_accuracy", "seconds", "images_per_s", "lr"]
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    with atomic_open(path) as f:
+        torch.save({"format": FORMAT, "version": VERSION, "tenfold": __version__, **state}, f)
+
+
+def load_checkpoint(run_dir: str | Path) -> dict:
+    """The checkpoint of a run directory; a clear error for anything that is not one."""
+    run = Path(run_dir)
+    path = run / CHECKPOINT
+    if not run.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory")
+    if not path.is_file():
+        if (run / "config.json").is_file():
+            raise CheckpointError(f"{run_dir} has no finished epoch to resume from; "
+                                  f"start it again with --out {run_dir}")
+        raise CheckpointError(f"{run_dir} is not a tenfold run (no {CHECKPOINT})")
+    try:
+        # weights_only: a checkpoint holds tensors and plain data only, so loading runs no foreign code
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several kinds for truncated or foreign files
+        raise CheckpointError(f"{path} is corrupt or not a tenfold checkpoint ({e.__class__.__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a tenfold checkpoint")
+    if ckpt.get("version", 0) > VERSION:
+        raise CheckpointError(f"{path} was written by a newer tenfold ({ckpt.get('tenfold')}); upgrade to read it")
+    return ckpt
+
+
+def history_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({"epoch": r["epoch"], "train_loss": f"{r['loss']:.6f}", "val_loss": f"{r['val_loss']:.6f}",
+                    "val_accuracy": f"{r['val_accuracy']:.6f}", "seconds": f"{r['seconds']:.3f}",
+                    "images_per_s": f"{r['images_per_s']:.1f}", "lr": f"{r['lr']:.6g}"})
+    return buf.getvalue()
+
+
+def write_json(path: Path, obj: dict) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+class Checkpointer(Callback):
+    """After every epoch: checkpoint.pt first (the truth), then history.csv derived from it."""
+
+    def __init__(self, run_dir: Path, model, optimizer, rng_state, meta: dict, history: list[dict]):
+        self.run_dir, self.model, self.optimizer = Path(run_dir), model, optimizer
+        self.rng_state = rng_state  # () -> dict of RNG states, read at the end of each epoch
+        self.meta = meta            # config, classes, image_shape, mean, std, data facts
+        self.history = list(history)
+
+    def on_train_begin(self, logs):
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.run_dir / "config.json", self.meta)
+        atomic_write_text(self.run_dir / "history.csv", history_csv(self.history))
+
+    def on_epoch_end(self, epoch, logs):
+        self.history.append(dict(logs))
+        state = {**self.meta, "epoch": epoch, "history": self.history,
+                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "rng": self.rng_state()}
+        save_checkpoint(self.run_dir / CHECKPOINT, state)
+        atomic_write_text(self.run_dir / "history.csv", history_csv(self.history))

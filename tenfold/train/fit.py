@@ -1,0 +1,65 @@
+"""The training loop: it trains, measures, and reports only through callbacks."""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tenfold.train.callbacks import Callback, CallbackList, History
+
+
+def train_epoch(model: nn.Module, optimizer, loader, callbacks: CallbackList) -> float:
+    """One pass over `loader`; returns the mean training loss (one host sync, at the end)."""
+    model.train()
+    total = torch.zeros((), device=loader.device)
+    for i, (x, y) in enumerate(loader):
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach() * len(y)  # stays on the device: no sync per step
+        callbacks.on_batch_end(i, {"size": len(y)})
+    return total.item() / loader.num_images
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, loader) -> torch.Tensor:
+    """Logits for every image of `loader`, in order, as one (N, classes) tensor."""
+    model.eval()
+    return torch.cat([model(x).float() for x, _ in loader])
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader) -> dict:
+    """{'loss': mean cross-entropy, 'accuracy': fraction correct} over `loader`."""
+    logits = predict_logits(model, loader)
+    labels = loader.labels
+    return {"loss": F.cross_entropy(logits, labels).item(),
+            "accuracy": (logits.argmax(1) == labels).float().mean().item()}
+
+
+def fit(model: nn.Module, optimizer, train_loader, val_loader=None, epochs: int = 10,
+        callbacks: list[Callback] | None = None, start_epoch: int = 0,
+        history: History | None = None) -> History:
+    """Train from epoch `start_epoch` + 1 to `epochs`; returns the History (resumed runs included)."""
+    history = history or History()
+    cbs = CallbackList([history, *(callbacks or [])])
+    cbs.on_train_begin({"epochs": epochs, "start_epoch": start_epoch})
+    try:
+        for epoch in range(start_epoch + 1, epochs + 1):
+            cbs.on_epoch_begin(epoch, {})
+            t0 = time.perf_counter()
+            loss = train_epoch(model, optimizer, train_loader, cbs)
+            train_seconds = time.perf_counter() - t0
+            val = evaluate(model, val_loader) if val_loader is not None else {"loss": float("nan"),
+                                                                             "accuracy": float("nan")}
+            logs = {"epoch": epoch, "loss": loss, "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+                    "seconds": time.perf_counter() - t0,
+                    "images_per_s": train_loader.num_images / train_seconds,
+                    "lr": optimizer.param_groups[0]["lr"]}
+            cbs.on_epoch_end(epoch, logs)
+    finally:
+        cbs.on_train_end({})
+    return history

@@ -1,0 +1,105 @@
+"""Using a finished run: test accuracy with a confusion matrix, and top-k predictions for image files."""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tenfold.data import DeviceLoader, ImageSet, open_test_set
+from tenfold.errors import CheckpointError, DataError
+from tenfold.models import create_model
+from tenfold.train.checkpoint import load_checkpoint
+from tenfold.train.device import pick_device
+from tenfold.train.fit import predict_logits
+from tenfold.train.run import EVAL_BATCH
+
+
+@dataclass
+class Trained:
+    model: torch.nn.Module
+    ckpt: dict
+    device: torch.device
+
+    @property
+    def classes(self) -> list[str]:
+        return self.ckpt["classes"]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.ckpt["image_shape"])
+
+    def loader(self, data: ImageSet) -> DeviceLoader:
+        return DeviceLoader(data, EVAL_BATCH, self.device, self.ckpt["mean"], self.ckpt["std"])
+
+
+def load_trained(run_dir: str | Path, device: str = "auto") -> Trained:
+    ckpt = load_checkpoint(run_dir)
+    cfg = ckpt["config"]
+    dev = pick_device(device)
+    model = create_model(cfg["model"], num_classes=len(ckpt["classes"]), image_shape=ckpt["image_shape"],
+                         keep_prob=cfg.get("keep_prob", 1.0))
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"the checkpoint does not match model '{cfg['model']}' "
+                              f"({str(e).splitlines()[0][:160]})") from None
+    return Trained(model.to(dev, memory_format=torch.channels_last).eval(), ckpt, dev)
+
+
+def evaluate_run(run_dir: str | Path, data: str | None = None, device: str = "auto",
+                 quiet: bool = False) -> dict:
+    """Accuracy, per-class accuracy and the confusion matrix on the test split of `data`."""
+    trained = load_trained(run_dir, device)
+    source = data or trained.ckpt["config"]["data"]
+    test = open_test_set(source, trained.classes, trained.shape, quiet=quiet)
+    pred = predict_logits(trained.model, trained.loader(test)).argmax(1).cpu().numpy()
+    k = len(trained.classes)
+    confusion = np.bincount(test.labels * k + pred, minlength=k * k).reshape(k, k)  # rows: true, cols: predicted
+    totals = confusion.sum(1)
+    per_class = {c: (float(confusion[i, i] / totals[i]) if totals[i] else None)
+                 for i, c in enumerate(trained.classes)}
+    return {"run": str(run_dir), "data": source, "images": int(len(test)),
+            "accuracy": float(np.trace(confusion) / max(1, len(test))), "classes": trained.classes,
+            "per_class_accuracy": per_class, "confusion_matrix": confusion.tolist()}
+
+
+def format_evaluation(result: dict) -> str:
+    classes, cm = result["classes"], np.array(result["confusion_matrix"])
+    width = max(8, *(len(c) for c in classes))
+    lines = [f"Test images: {result['images']} from {result['data']}", "",
+             f"{'class':<{width}}  accuracy  correct/total"]
+    for i, c in enumerate(classes):
+        acc = result["per_class_accuracy"][c]
+        lines.append(f"{c:<{width}}  {'   n/a' if acc is None else f'{acc:7.2%}'}  "
+                     f"{cm[i, i]:>7}/{cm[i].sum()}")
+    lines += ["", "Confusion matrix (rows: true class, columns: predicted class)",
+              " " * width + "".join(f" {c[:5]:>5}" for c in classes)]
+    lines += [f"{c:<{width}}" + "".join(f" {v:>5}" for v in cm[i]) for i, c in enumerate(classes)]
+    lines += ["", f"Test Accuracy: {result['accuracy']:.2%}"]
+    return "\n".join(lines)
+
+
+def load_image(path: str, shape: tuple[int, int]) -> np.ndarray:
+    """Any size or mode Pillow reads -> uint8 (H, W, 3) RGB at the model's size."""
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(Path(path).read_bytes())) as im:
+            im = im.convert("RGB")
+            if (im.height, im.width) != tuple(shape):
+                im = im.resize((shape[1], shape[0]), Image.Resampling.BILINEAR, reducing_gap=3.0)
+            return np.asarray(im, dtype=np.uint8)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except Exception as e:  # Pillow's many error kinds: all mean "not an image it can read"
+        raise DataError(f"{path}: not an image Pillow can read ({e.__class__.__name__})") from None
+
+
+def predict_images(trained: Trained, images: list[np.ndarray], top: int = 3) -> list[list[tuple[str, float]]]:
+    """Top-`top` (class, probability) for each image."""
+    data = ImageSet(np.stack(images), np.zeros(len(images), dtype=np.int64), trained.classes)
+    probs = predict_logits(trained.model, trained.loader(data)).softmax(1)
+    p, idx = probs.topk(min(top, probs.shape[1]), dim=1)
+    return [[(trained.classes[j], float(q)) for q, j in zip(pr.tolist(), ix.tolist())] for pr, ix in zip(p, idx)]

@@ -1,0 +1,117 @@
+"""`tenfold train`: data -> model -> fit() with the seed's logger, a progress bar and a checkpoint each epoch."""
+from __future__ import annotations
+
+import datetime
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tenfold.config import TrainConfig
+from tenfold.data import DeviceLoader, Splits, open_dataset
+from tenfold.data.loader import channel_stats
+from tenfold.errors import CheckpointError, ConfigError
+from tenfold.models import create_model
+from tenfold.train.callbacks import History, ProgressBar, SeedLogger
+from tenfold.train.checkpoint import CHECKPOINT, Checkpointer, load_checkpoint
+from tenfold.train.device import describe, pick_device, rng_state, set_rng_state
+from tenfold.train.fit import fit
+
+EVAL_BATCH = 2048  # images per evaluation batch: large, since inference keeps no activations
+
+
+@dataclass
+class Run:
+    """What a training run is made of; `train()` builds it, tests and notebooks may too."""
+    config: TrainConfig
+    device: torch.device
+    data: Splits
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator  # shuffling and augmentation
+    meta: dict                  # what the checkpoint carries besides the states
+
+
+def default_run_dir(config: TrainConfig) -> Path:
+    name = Path(config.model.rsplit(":", 1)[-1]).name if ":" in config.model else config.model
+    return Path("runs") / f"{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+
+
+def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay, nesterov=config.momentum > 0)
+    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def build(config: TrainConfig, quiet: bool = False, stats: tuple | None = None) -> Run:
+    """Open the data, make the model and optimiser on the chosen device, seeded."""
+    device = pick_device(config.device)
+    data = open_dataset(config.data, config.val_split, config.image_size, quiet=quiet)
+    mean, std = stats or channel_stats(data.train.images)
+    torch.manual_seed(config.seed)
+    model = create_model(config.model, num_classes=len(data.train.classes), image_shape=data.train.shape,
+                         keep_prob=config.keep_prob)
+    model = model.to(device, memory_format=torch.channels_last)
+    generator = torch.Generator().manual_seed(config.seed)
+    meta = {"config": config.to_dict(), "classes": data.train.classes, "image_shape": list(data.train.shape),
+            "mean": mean, "std": std, "data_source": data.source,
+            "num_train": len(data.train), "num_val": len(data.val) if data.val is not None else 0}
+    return Run(config, device, data, model, make_optimizer(config, model), generator, meta)
+
+
+def loaders(run: Run, batch_size: int) -> tuple[DeviceLoader, DeviceLoader | None]:
+    m, s = run.meta["mean"], run.meta["std"]
+    train = DeviceLoader(run.data.train, batch_size, run.device, m, s, shuffle=True,
+                         augment=run.config.augment, generator=run.generator)
+    val = DeviceLoader(run.data.val, EVAL_BATCH, run.device, m, s) if run.data.val is not None else None
+    return train, val
+
+
+def restore(run: Run, ckpt: dict) -> None:
+    """Load model, optimiser and RNG states; the data's classes must be the checkpoint's."""
+    if ckpt["classes"] != run.data.train.classes:
+        raise CheckpointError("the data's classes differ from the checkpoint's: resume with the same --data")
+    try:
+        run.model.load_state_dict(ckpt["model"])
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"the checkpoint does not match model '{run.config.model}' "
+                              f"({str(e).splitlines()[0][:160]})") from None
+    set_rng_state(ckpt["rng"], run.device, run.generator)
+
+
+def train(config: TrainConfig | None = None, out: str | Path | None = None, resume: str | Path | None = None,
+          quiet: bool = False, progress: bool | None = None, **overrides) -> History:
+    """Train (or resume) a run; returns its History. Each epoch lands atomically in the run directory."""
+    if resume is not None:
+        ckpt = load_checkpoint(resume)
+        config = TrainConfig.from_dict(ckpt["config"]).updated(**overrides).validate()
+        run_dir, start, rows = Path(resume), int(ckpt["epoch"]), ckpt["history"]
+        run = build(config, quiet, stats=(ckpt["mean"], ckpt["std"]))
+        restore(run, ckpt)
+    else:
+        config = (config or TrainConfig()).updated(**overrides).validate()
+        run_dir = Path(out) if out else default_run_dir(config)
+        if (run_dir / CHECKPOINT).exists():
+            raise ConfigError(f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
+                              "or choose another --out")
+        start, rows = 0, []
+        run = build(config, quiet)
+    train_loader, val_loader = loaders(run, config.batch_size)
+    if not quiet:
+        print(f"tenfold: {config.model} on {describe(run.device)}; {len(run.data.train)} training / "
+              f"{len(val_loader.labels) if val_loader else 0} validation images, "
+              f"{len(run.data.train.classes)} classes; run directory {run_dir}", file=sys.stderr)
+        if start >= config.epochs:
+            print(f"tenfold: {run_dir} already finished {start} epochs; pass --epochs N (> {start}) to train longer",
+                  file=sys.stderr)
+    callbacks = [Checkpointer(run_dir, run.model, run.optimizer,
+                              lambda: rng_state(run.device, run.generator), run.meta, rows)]
+    if not quiet and progress is not False:  # the bar first: it clears its line before the epoch line prints
+        callbacks.append(ProgressBar(train_loader.num_images, config.epochs, force=bool(progress)))
+    if not quiet:
+        callbacks.append(SeedLogger())
+    return fit(run.model, run.optimizer, train_loader, val_loader, config.epochs, callbacks,
+               start_epoch=start, history=History(rows))

@@ -1,0 +1,146 @@
+"""fit(), callbacks, the run directory, and resuming: in-process and after a real SIGKILL / Ctrl-C."""
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO, cifar_archive, make_tree, run_cli
+from tenfold.config import TrainConfig
+from tenfold.train import Callback
+from tenfold.train.callbacks import epoch_line
+from tenfold.train.checkpoint import load_checkpoint
+from tenfold.train.run import train
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return make_tree(tmp_path / "data", n=40)
+
+
+def test_training_learns_and_reports_through_callbacks(tree, tmp_path):
+    seen = []
+
+    class Spy(Callback):
+        def on_epoch_end(self, epoch, logs):
+            seen.append((epoch, dict(logs)))
+    from tenfold.train import fit
+    from tenfold.train.run import build, loaders
+    run = build(TrainConfig(data=str(tree), lr=3e-3, batch_size=16, keep_prob=1.0))
+    train_loader, val_loader = loaders(run, 16)
+    history = fit(run.model, run.optimizer, train_loader, val_loader, epochs=6, callbacks=[Spy()])
+    assert [e for e, _ in seen] == history.epoch == [1, 2, 3, 4, 5, 6]
+    assert set(seen[0][1]) == {"epoch", "loss", "val_loss", "val_accuracy", "seconds", "images_per_s", "lr"}
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert history.history["val_accuracy"][-1] >= 0.9  # colour-coded classes: chance is 1/3
+
+
+def test_epoch_line_in_the_seeds_words():
+    line = epoch_line(1, {"loss": 1.6512, "val_accuracy": 0.40878, "seconds": 4.51})
+    assert line == "Epoch  1: Training Loss:  1.65 Validation Accuracy: 40.88% Time 4.5s"
+
+
+def test_run_directory_holds_checkpoint_history_and_config(tree, tmp_path):
+    out = tmp_path / "run"
+    train(data=str(tree), epochs=2, out=out, quiet=True, batch_size=32)
+    ckpt = load_checkpoint(out)
+    assert ckpt["epoch"] == 2 and ckpt["classes"] == ["cat", "dog", "frog"]
+    assert ckpt["image_shape"] == [32, 32] and len(ckpt["mean"]) == 3 and len(ckpt["std"]) == 3
+    assert ckpt["config"]["batch_size"] == 32 and set(ckpt["rng"]) >= {"torch", "loader"}
+    assert ckpt["optimizer"]["state"] and ckpt["model"]["0.0.weight"].shape == (6, 3, 5, 5)
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert list(rows[0]) == ["epoch", "train_loss", "val_loss", "val_accuracy", "seconds", "images_per_s", "lr"]
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert json.loads((out / "config.json").read_text())["config"]["data"] == str(tree)
+    assert not list(out.glob(".*.tmp"))
+
+
+def weights(run_dir):
+    return load_checkpoint(run_dir)["model"]
+
+
+def assert_same_weights(a, b):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def test_resume_in_process_ends_with_the_same_weights(tree, tmp_path):
+    common = dict(data=str(tree), quiet=True, batch_size=16, augment=True, seed=3)
+    train(epochs=3, out=tmp_path / "straight", **common)
+    train(epochs=2, out=tmp_path / "paused", **common)
+    train(resume=tmp_path / "paused", epochs=3, quiet=True)
+    assert_same_weights(tmp_path / "straight", tmp_path / "paused")
+    assert [r["loss"] for r in load_checkpoint(tmp_path / "paused")["history"]] == \
+        [r["loss"] for r in load_checkpoint(tmp_path / "straight")["history"]]
+
+
+def rows(run_dir):
+    path = run_dir / "history.csv"
+    return list(csv.DictReader(open(path))) if path.exists() else []
+
+
+@pytest.fixture
+def big_archive(tmp_path):
+    """20,000 training images in CIFAR-10's format: epochs long enough to be killed in the middle."""
+    path = tmp_path / "cifar-10-python.tar.gz"
+    path.write_bytes(cifar_archive(n=4000))
+    return path
+
+
+def start_training(data, out, epochs):
+    return subprocess.Popen([sys.executable, "-m", "tenfold", "train", "--data", str(data), "--epochs", str(epochs),
+                             "--out", str(out), "--batch-size", "64"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_epochs(run_dir, n, proc, timeout=120):
+    deadline = time.monotonic() + timeout
+    while len(rows(run_dir)) < n:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_sigkill_during_epoch_3_then_resume_matches_an_uninterrupted_run(big_archive, tmp_path):
+    straight = run_cli("train", "--data", big_archive, "--epochs", 4, "--out", tmp_path / "straight",
+                       "--batch-size", 64)
+    assert straight.returncode == 0, straight.stderr
+    run_dir = tmp_path / "killed"
+    proc = start_training(big_archive, run_dir, 4)
+    wait_for_epochs(run_dir, 2, proc)
+    proc.send_signal(signal.SIGKILL)  # during epoch 3: the checkpoint of epoch 2 must be intact
+    proc.wait()
+    before = rows(run_dir)
+    assert load_checkpoint(run_dir)["epoch"] in (2, 3)
+    resumed = run_cli("train", "--resume", run_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    after = rows(run_dir)
+    assert [r["epoch"] for r in after] == ["1", "2", "3", "4"]
+    assert after[:2] == before[:2]  # epochs 1-2 kept as they were
+    assert_same_weights(tmp_path / "straight", run_dir)
+    assert resumed.stdout.count("Epoch ") == 4 - len(before)
+
+
+def test_ctrl_c_exits_130_and_keeps_finished_epochs(big_archive, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = start_training(big_archive, run_dir, 50)
+    wait_for_epochs(run_dir, 1, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert "--resume" in err
+    assert load_checkpoint(run_dir)["epoch"] >= 1
+
+
+def test_resume_of_a_finished_run_says_how_to_train_longer(tree, tmp_path):
+    train(data=str(tree), epochs=1, out=tmp_path / "r", quiet=True)
+    result = run_cli("train", "--resume", tmp_path / "r")
+    assert result.returncode == 0 and "--epochs" in result.stderr and "Epoch" not in result.stdout
+    longer = run_cli("train", "--resume", tmp_path / "r", "--epochs", 2)
+    assert longer.returncode == 0 and "Epoch  2:" in longer.stdout
