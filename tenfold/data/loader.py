@@ -7,13 +7,14 @@ import torch
 from tenfold.data.dataset import ImageSet
 
 
-def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 (N, H, W, 3) images, on the 0-1 scale."""
-    x = torch.from_numpy(images).reshape(-1, images.shape[-1])
-    mean = x.float().mean(0) if len(x) < 2**24 else x[:: max(1, len(x) // 2**24)].float().mean(0)
-    sub = x[:: max(1, len(x) // 2**22)].float()  # a few million pixels pin the std to 4 digits
-    std = sub.std(0).clamp_min(1e-3)
-    return (mean / 255).tolist(), (std / 255).tolist()
+def channel_stats(images: np.ndarray, max_images: int = 10_000) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 (N, H, W, 3) images, on the 0-1 scale.
+
+    An evenly spaced sample of `max_images` pins both to about three digits, at a fraction of the cost.
+    """
+    sample = images[:: max(1, len(images) // max_images)]
+    x = torch.from_numpy(np.ascontiguousarray(sample)).reshape(-1, images.shape[-1]).float()
+    return (x.mean(0) / 255).tolist(), (x.std(0).clamp_min(1e-3) / 255).tolist()
 
 
 def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
