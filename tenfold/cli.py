@@ -39,8 +39,8 @@ def add_train(sub) -> None:
                                   "with train/<class>/*, or a .tar/.tar.gz/.zip of one")
     p.add_argument("--model", help="registered model name (see 'tenfold models') or path/to/net.py:factory")
     p.add_argument("--epochs", type=positive_int, help="passes over the training data (default 10)")
-    p.add_argument("--batch-size", type=positive_int, help="images per step (default 128)")
-    p.add_argument("--lr", type=number, help="learning rate (default 0.001)")
+    p.add_argument("--batch-size", type=positive_int, help="images per step (default 256)")
+    p.add_argument("--lr", type=number, help="learning rate (default 0.002)")
     p.add_argument("--optimizer", choices=["adam", "sgd"], help="adam (default) or sgd with momentum")
     p.add_argument("--momentum", type=number, help="SGD momentum (default 0.9)")
     p.add_argument("--weight-decay", type=number, help="L2 weight decay (default 0)")
@@ -105,6 +105,24 @@ def cmd_predict(args) -> int:
     return EXIT_ERROR if failed else 0
 
 
+def cmd_bench(args) -> int:
+    from tenfold.train.bench import bench, format_bench
+
+    if args.epochs < 1:
+        raise TenfoldError(f"--epochs must be at least 1, got {args.epochs}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise TenfoldError(f"--batch-size must be at least 1, got {args.batch_size}")
+    from tenfold.train.device import pick_device
+    for device in args.device or []:
+        pick_device(device)  # a missing GPU is reported before any work starts
+    if args.data is None and not args.json:
+        print("tenfold bench: synthetic CIFAR-10-shaped data (timing only; --data PATH adds accuracy)",
+              file=sys.stderr)
+    rows = bench(args.data, args.epochs, args.device, args.batch_size, progress=None if not args.json else False)
+    print(json.dumps(rows, indent=2) if args.json else format_bench(rows))
+    return 0
+
+
 def cmd_models(args) -> int:
     from tenfold.models import list_models
     print("\n".join(list_models()))
@@ -128,11 +146,18 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=positive_int, default=3, help="how many classes to show (default 3)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p = sub.add_parser("bench", help="time the seed's LeNet-5 epoch on each device here, beside the seed's numbers")
+    p.add_argument("--data", help="train on this data and report accuracy too (default: synthetic, timing only)")
+    p.add_argument("--epochs", type=positive_int, default=3, help="epochs per device; the first is not timed (default 3)")
+    p.add_argument("--device", action="append", help="a device to time (repeatable; default: every device here)")
+    p.add_argument("--batch-size", type=positive_int, help="images per step (default: tenfold's)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
     sub.add_parser("models", help="list the registered models")
     return parser
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "bench": cmd_bench,
+            "models": cmd_models}
 
 
 def main(argv: list[str] | None = None) -> int:

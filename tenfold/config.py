@@ -11,8 +11,8 @@ class TrainConfig:
     data: str = "cifar10"         # 'cifar10' (official download) or a folder / .tar / .tar.gz / .zip
     model: str = "lenet5"         # a registered name, or path/to/net.py:factory
     epochs: int = 10              # passes over the training split
-    batch_size: int = 128         # images per optimiser step
-    lr: float = 1e-3              # learning rate (Adam's default, as in the original project)
+    batch_size: int = 256         # images per optimiser step (LeNet on 2 CPU cores: faster than 128, as accurate)
+    lr: float = 2e-3              # learning rate (the original's Adam 1e-3, scaled up with the batch)
     optimizer: str = "adam"       # adam | sgd (SGD with momentum)
     momentum: float = 0.9         # SGD only
     weight_decay: float = 0.0     # L2 penalty per step

@@ -27,6 +27,17 @@ def test_lenet5_is_the_seeds_network():
     assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [0.5, 0.5]
 
 
+def test_blocks_start_glorot_uniform_with_zero_biases():
+    torch.manual_seed(0)
+    model = create_model("lenet5", num_classes=10)
+    for layer in [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]:
+        fan_in = layer.weight[0].numel()
+        fan_out = layer.weight.shape[0] * (layer.weight[0, 0].numel() if layer.weight.dim() == 4 else 1)
+        bound = (6 / (fan_in + fan_out)) ** 0.5
+        assert torch.all(layer.bias == 0)
+        assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.9 * bound
+
+
 def test_lenet5_adapts_to_other_image_sizes_and_keep_prob():
     model = create_model("lenet5", num_classes=3, image_shape=(48, 40), keep_prob=0.8)
     assert model(torch.randn(2, 3, 48, 40)).shape == (2, 3)

@@ -45,9 +45,9 @@ class DeviceLoader:
         self.labels = torch.from_numpy(data.labels).to(device)
         self.batch_size, self.device = batch_size, device
         self.shuffle, self.augment, self.crop_pad = shuffle, augment, crop_pad
-        # x_normalised = (x_uint8 - 255 mean) / (255 std), as one multiply-add per pixel
-        self.scale = (1.0 / (255.0 * torch.tensor(std))).to(device)
-        self.shift = (-torch.tensor(mean) / torch.tensor(std)).to(device)
+        # x_normalised = (x_uint8 - 255 mean) / (255 std), as one multiply-add per pixel; (1, C, 1, 1) shapes
+        self.scale = (1.0 / (255.0 * torch.tensor(std))).view(1, -1, 1, 1).to(device)
+        self.shift = (-torch.tensor(mean) / torch.tensor(std)).view(1, -1, 1, 1).to(device)
         self.generator = generator or torch.Generator(device="cpu")
 
     def __len__(self) -> int:
@@ -66,7 +66,10 @@ class DeviceLoader:
 
     def prepare(self, u8: torch.Tensor) -> torch.Tensor:
         """uint8 (B, H, W, C) -> normalised float (B, C, H, W), channels_last in memory."""
-        x = (u8.float() * self.scale + self.shift).permute(0, 3, 1, 2)
+        # NHWC bytes seen as NCHW are already channels_last: convert once, then scale and shift in place
+        x = u8.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.channels_last)
+        x = x.mul_(self.scale).add_(self.shift)
         if self.augment:
             x = random_flip(random_crop(x, self.crop_pad, self.generator), self.generator)
-        return x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x

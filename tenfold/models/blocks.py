@@ -2,7 +2,8 @@
 
 Input channels and feature counts are inferred on the first forward pass (lazy modules), so a network
 reads like the original: conv2d_maxpool(6, (5, 5), (1, 1), (2, 2), (2, 2)) -> ... -> output(10).
-Padding is TensorFlow's SAME: output size = ceil(input / stride).
+Padding is TensorFlow's SAME: output size = ceil(input / stride). Weights start Glorot-uniform with zero biases,
+as in Keras and TensorFlow (marked here, applied by `glorot_init` once the lazy layers know their sizes).
 """
 from __future__ import annotations
 
@@ -11,6 +12,20 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def glorot(layer: nn.Module) -> nn.Module:
+    layer._tenfold_glorot = True
+    return layer
+
+
+def glorot_init(model: nn.Module) -> None:
+    """Glorot-uniform weights and zero biases for every layer the blocks marked."""
+    for m in model.modules():
+        if getattr(m, "_tenfold_glorot", False):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 def pair(v) -> tuple[int, int]:
@@ -41,8 +56,8 @@ class SamePad(nn.Module):
 def same_conv(outputs: int, ksize, strides) -> nn.Module:
     k, s = pair(ksize), pair(strides)
     if s == (1, 1) and k[0] % 2 and k[1] % 2:  # symmetric: let the convolution pad, no extra copy
-        return nn.LazyConv2d(outputs, k, s, padding=(k[0] // 2, k[1] // 2))
-    return nn.Sequential(SamePad(k, s), nn.LazyConv2d(outputs, k, s))
+        return glorot(nn.LazyConv2d(outputs, k, s, padding=(k[0] // 2, k[1] // 2)))
+    return nn.Sequential(SamePad(k, s), glorot(nn.LazyConv2d(outputs, k, s)))
 
 
 def same_maxpool(ksize, strides) -> nn.Module:
@@ -66,7 +81,7 @@ def flatten() -> nn.Module:
 
 def fully_conn(outputs: int) -> nn.Sequential:
     """Dense layer with ReLU."""
-    return nn.Sequential(nn.LazyLinear(outputs), nn.ReLU(inplace=True))
+    return nn.Sequential(glorot(nn.LazyLinear(outputs)), nn.ReLU(inplace=True))
 
 
 def dropout(keep_prob: float) -> nn.Module:
@@ -78,4 +93,4 @@ def dropout(keep_prob: float) -> nn.Module:
 
 def output(classes: int) -> nn.Module:
     """Dense layer with no activation: the logits."""
-    return nn.LazyLinear(classes)
+    return glorot(nn.LazyLinear(classes))

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from tenfold.errors import ConfigError
+from tenfold.models.blocks import glorot_init
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -62,6 +63,7 @@ def materialise(model: nn.Module, name: str, num_classes: int, image_shape, chan
     except RuntimeError as e:
         raise ConfigError(f"model '{name}' fails on {channels}x{h}x{w} images: {str(e).splitlines()[0]}") from None
     model.train(was_training)
+    glorot_init(model)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ConfigError(f"model '{name}' outputs {shape} for a batch of 2; expected (2, {num_classes})")

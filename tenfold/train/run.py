@@ -45,10 +45,10 @@ def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.O
     return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
-def build(config: TrainConfig, quiet: bool = False, stats: tuple | None = None) -> Run:
-    """Open the data, make the model and optimiser on the chosen device, seeded."""
+def build(config: TrainConfig, quiet: bool = False, stats: tuple | None = None, data: Splits | None = None) -> Run:
+    """Open the data (unless given), make the model and optimiser on the chosen device, seeded."""
     device = pick_device(config.device)
-    data = open_dataset(config.data, config.val_split, config.image_size, quiet=quiet)
+    data = data or open_dataset(config.data, config.val_split, config.image_size, quiet=quiet)
     mean, std = stats or channel_stats(data.train.images)
     torch.manual_seed(config.seed)
     model = create_model(config.model, num_classes=len(data.train.classes), image_shape=data.train.shape,

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The seed's LeNet-5 epoch on the GPU: tenfold against the tutorial-style PyTorch loop, side by side.
+#   benchmarks/gpu.sh            on a CUDA machine: 2 alternating rounds x 5 epochs, then a markdown table
+#   benchmarks/gpu.sh --dry      on any machine: synthetic data on the CPU, 2 epochs (the test suite runs this)
+# Extra arguments go to benchmarks/lenet.py (e.g. --data PATH, --rounds 3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# The project's venv when there is one; else a python3 that already has torch (a bare GPU machine, say).
+PY=python3
+[ -x .venv/bin/python ] && PY=.venv/bin/python
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if [ "${1:-}" = "--dry" ]; then
+  shift
+  exec "$PY" benchmarks/lenet.py --dry --device cpu --peers tenfold,tutorial "$@"
+fi
+"$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "benchmarks/gpu.sh: no CUDA GPU here (try --dry)")'
+"$PY" -c 'import torch; print("GPU:", torch.cuda.get_device_name(0), "| torch", torch.__version__)'
+exec "$PY" benchmarks/lenet.py --device cuda --peers tenfold,tutorial "$@"

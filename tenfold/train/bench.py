@@ -1,0 +1,72 @@
+"""`tenfold bench`: the seed's LeNet-5 epoch on every device here, beside the seed's own numbers."""
+from __future__ import annotations
+
+import statistics
+import sys
+
+import numpy as np
+import torch
+
+from tenfold.config import TrainConfig
+from tenfold.data import ImageSet, Splits, open_dataset
+from tenfold.train.callbacks import ProgressBar
+from tenfold.train.device import describe, pick_device
+from tenfold.train.fit import fit
+from tenfold.train.run import build, loaders
+
+# The seed's measurements of one LeNet-5 epoch over 45,000 CIFAR-10 images (seconds).
+REFERENCES = [("seed: laptop CPU", 42.0), ("seed: AWS Tesla K80", 4.5)]
+TRAIN_IMAGES, VAL_IMAGES = 45_000, 5_000
+
+
+def devices_here() -> list[str]:
+    found = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return found + (["mps"] if torch.backends.mps.is_available() else [])
+
+
+def synthetic_cifar(seed: int = 0) -> Splits:
+    """CIFAR-10-shaped random images: the epoch time does not depend on what the pixels show."""
+    rng = np.random.default_rng(seed)
+    classes = [str(i) for i in range(10)]
+    make = lambda n: ImageSet(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),  # noqa: E731
+                              rng.integers(0, 10, n).astype(np.int64), classes)
+    return Splits(make(TRAIN_IMAGES), make(VAL_IMAGES), None, source="synthetic")
+
+
+def bench_device(device: str, data: Splits, epochs: int, batch_size: int | None, progress: bool) -> dict:
+    config = TrainConfig(device=device, epochs=epochs, **({"batch_size": batch_size} if batch_size else {}))
+    run = build(config, quiet=True, data=data)
+    train_loader, val_loader = loaders(run, config.batch_size)
+    bar = [ProgressBar(train_loader.num_images, epochs)] if progress else []
+    history = fit(run.model, run.optimizer, train_loader, val_loader, epochs, bar)
+    times = history.history["seconds"][1:] or history.history["seconds"]  # the first epoch warms up
+    return {"device": describe(run.device), "epoch_s": statistics.median(times),
+            "images_per_s": statistics.median(history.history["images_per_s"][1:] or
+                                              history.history["images_per_s"]),
+            "val_accuracy": history.history["val_accuracy"][-1] if data.source != "synthetic" else None,
+            "images": train_loader.num_images}
+
+
+def bench(data: str | None = None, epochs: int = 3, devices: list[str] | None = None,
+          batch_size: int | None = None, progress: bool | None = None) -> list[dict]:
+    """One row per device: median epoch time (epochs 2..N), images/s, validation accuracy (real data only)."""
+    for d in devices or []:
+        pick_device(d)  # a bad or missing device fails before any work
+    splits = open_dataset(data, quiet=True) if data else synthetic_cifar()
+    show = sys.stderr.isatty() if progress is None else progress
+    return [bench_device(d, splits, epochs, batch_size, show) for d in devices or devices_here()]
+
+
+def format_bench(rows: list[dict]) -> str:
+    cpu = next((r["epoch_s"] for r in rows if r["device"].startswith("CPU")), rows[0]["epoch_s"])
+    laptop = REFERENCES[0][1]
+    width = max(28, *(len(r["device"]) for r in rows))
+    lines = [f"{'device':<{width}}  {'epoch (s)':>9}  {'images/s':>9}  {'val. acc.':>9}  "
+             f"{'vs this CPU':>11}  {'vs seed laptop':>14}"]
+    for r in rows + [{"device": name, "epoch_s": s, "images_per_s": TRAIN_IMAGES / s, "val_accuracy": None,
+                      "reference": True} for name, s in REFERENCES]:
+        acc = "n/a" if r["val_accuracy"] is None else f"{r['val_accuracy']:.2%}"
+        lines.append(f"{r['device']:<{width}}  {r['epoch_s']:>9.2f}  {r['images_per_s']:>9,.0f}  {acc:>9}  "
+                     f"{cpu / r['epoch_s']:>10.2f}x  {laptop / r['epoch_s']:>13.1f}x")
+    lines.append(f"(LeNet-5 epoch over {TRAIN_IMAGES:,} images; seed rows are the original project's reports)")
+    return "\n".join(lines)

@@ -1,0 +1,57 @@
+"""`tenfold bench`, and the benchmark harness in its dry mode (the real runs live in BENCHMARKS.md)."""
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, assert_one_line_error, run_cli
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import lenet  # noqa: E402
+
+
+def test_bench_prints_the_cpu_row_and_the_seeds_reference_rows():
+    result = run_cli("bench", "--epochs", 2, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("  ")[0].strip(): line for line in result.stdout.splitlines()}
+    cpu = next(line for name, line in rows.items() if name.startswith("CPU"))
+    laptop, k80 = rows["seed: laptop CPU"], rows["seed: AWS Tesla K80"]
+    numbers = lambda line: [float(x.replace(",", "")) for x in re.findall(r"[\d,]+\.\d+|[\d,]{3,}", line)]  # noqa
+    cpu_s, cpu_ips = numbers(cpu)[:2]
+    assert 0 < cpu_s < 60 and cpu_ips == pytest.approx(45000 / cpu_s, rel=0.5)
+    assert numbers(laptop)[0] == 42.0 and laptop.rstrip().endswith("1.0x")
+    assert numbers(k80)[0] == 4.5 and k80.rstrip().endswith("9.3x")
+    assert cpu.split()[-2] == "1.00x"  # this CPU against itself
+
+
+def test_bench_on_a_missing_gpu_is_a_one_line_error():
+    assert_one_line_error(run_cli("bench", "--device", "cuda"), "no CUDA GPU")
+
+
+def test_gpu_script_dry_run_prints_both_peers():
+    result = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh"), "--dry"], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^\| tenfold \| 256 \(default\) \| [\d.]+ \| [\d,]+ \| [\d.]+% \| 1\.00x \|$", result.stdout, re.M)
+    assert re.search(r"^\| tutorial \| 128 \| [\d.]+ \| [\d,]+ \| [\d.]+% \| [\d.]+x \|$", result.stdout, re.M)
+    assert "fp32 floor" in result.stdout
+
+
+def test_gpu_script_refuses_without_a_gpu():
+    result = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh")], capture_output=True, text=True)
+    assert result.returncode != 0 and "no CUDA GPU" in result.stderr
+
+
+def test_lenet_training_flops_match_the_hand_count():
+    # conv1 32*32*6*75 + conv2 16*16*16*150 + 1024*120 + 120*84 + 84*10 multiply-adds, x2 x3.
+    macs = 32 * 32 * 6 * 75 + 16 * 16 * 16 * 150 + 1024 * 120 + 120 * 84 + 84 * 10
+    assert lenet.training_flops_per_image() == 6 * macs
+
+
+def test_summary_takes_the_median_of_epochs_2_on_over_rounds():
+    epoch = lambda e, s, acc: {"epoch": e, "seconds": s, "images_per_s": 100 / s, "val_accuracy": acc}  # noqa
+    runs = {"tenfold": [[epoch(1, 9.0, .3), epoch(2, 2.0, .4), epoch(3, 4.0, .5)],
+                        [epoch(1, 9.0, .3), epoch(2, 3.0, .4), epoch(3, 5.0, .7)]]}
+    row = lenet.summarise(runs, 3)["tenfold"]
+    assert row["median_epoch_s"] == 3.5 and row["val_accuracy"] == pytest.approx(0.6)
