@@ -35,6 +35,7 @@ KERAS_VENV = HERE / ".venv-keras"
 KERAS_PACKAGES = ["tensorflow-cpu==2.21.0", "keras==3.15.1"]
 PEERS = {  # name: (runner, script, batch size; 0 = tenfold's default)
     "tenfold": ("torch", "tenfold_peer.py", 0),
+    "tenfold-no-kernels": ("torch", "tenfold_peer.py", 0),  # PyTorch's ops only (TENFOLD_KERNELS=0)
     "tutorial": ("torch", "tutorial_loop.py", 128),
     "keras128": ("keras", "keras_lenet.py", 128),
     "keras256": ("keras", "keras_lenet.py", 256),
@@ -69,7 +70,8 @@ def keras_python() -> str:
 def run_peer(name: str, split: Path, epochs: int, device: str) -> list[dict]:
     runner, script, batch = PEERS[name]
     python = keras_python() if runner == "keras" else sys.executable
-    env = {**os.environ, "PYTHONPATH": f"{HERE / 'peers'}{os.pathsep}{REPO}"}
+    env = {**os.environ, "PYTHONPATH": f"{HERE / 'peers'}{os.pathsep}{REPO}",
+           **({"TENFOLD_KERNELS": "0"} if name.endswith("no-kernels") else {})}
     result = subprocess.run([python, str(HERE / "peers" / script), str(split), str(epochs), str(batch), device],
                             capture_output=True, text=True, env=env, timeout=3600)
     if result.returncode != 0:
@@ -102,7 +104,12 @@ def training_flops_per_image() -> float:
             macs.append(module.in_features * module.out_features)
     for m in model.modules():
         m.register_forward_hook(hook)
-    model.eval()(torch.zeros(1, 3, 32, 32))
+    import tenfold.kernels.fused as fused
+    applies, fused.applies = fused.applies, lambda *a: False  # PyTorch's path calls every conv module
+    try:
+        model.eval()(torch.zeros(1, 3, 32, 32))
+    finally:
+        fused.applies = applies
     return 3 * 2 * float(sum(macs))
 
 
@@ -161,7 +168,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=str(SHARED), help="the CIFAR-10 copy to split (default: the shared one)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--peers", default="tenfold,tutorial,keras128,keras256")
+    p.add_argument("--peers", default="tenfold,tenfold-no-kernels,tutorial,keras128,keras256")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--dry", action="store_true", help="synthetic data, 2 epochs, 1 round: checks the harness")

@@ -65,13 +65,26 @@ def same_maxpool(ksize, strides) -> nn.Module:
     return nn.Sequential(SamePad(k, s, value=-math.inf), nn.MaxPool2d(k, s))
 
 
+class ConvMaxPool(nn.Sequential):
+    """[conv, pool, relu]. On the CPU with a 2x2 pool, the three run as one fused kernel
+    (tenfold.kernels.fused), which gives the same numbers faster."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, pool = self[0], self[1][-1]
+        if isinstance(conv, nn.Conv2d) and not isinstance(conv.weight, nn.parameter.UninitializedParameter):
+            from tenfold.kernels.fused import ConvPoolReLU, applies
+            if applies(x, conv, pool):
+                return ConvPoolReLU.apply(x, conv.weight, conv.bias)
+        return super().forward(x)
+
+
 def conv2d_maxpool(outputs: int, ksize, strides, pool_ksize, pool_strides) -> nn.Sequential:
     """Convolution (SAME) -> max-pool (SAME) -> ReLU.
 
     ReLU after the pool equals ReLU before it (both are monotone) and touches 4x fewer values.
     """
-    return nn.Sequential(same_conv(outputs, ksize, strides), same_maxpool(pool_ksize, pool_strides),
-                         nn.ReLU(inplace=True))
+    return ConvMaxPool(same_conv(outputs, ksize, strides), same_maxpool(pool_ksize, pool_strides),
+                       nn.ReLU(inplace=True))
 
 
 def flatten() -> nn.Module:
