@@ -19,10 +19,19 @@ SHARED_CIFAR = REPO.parent / "shared" / "datasets" / "cifar10-train-jpeg.tar.gz"
 COLOURS = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (200, 200, 40), (200, 40, 200), (40, 200, 200)]
 
 
+@pytest.fixture(scope="session")
+def kernel_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("kernels")
+
+
 @pytest.fixture(autouse=True)
-def tenfold_home(tmp_path, monkeypatch) -> Path:
-    """Every test gets its own cache, so no test sees another's downloads or decoded data."""
+def tenfold_home(tmp_path, monkeypatch, kernel_cache) -> Path:
+    """Every test gets its own cache, so no test sees another's downloads or decoded data.
+
+    The compiled kernels (keyed by their source and the CPU) are shared, so they are built once per session."""
     home = tmp_path / "tenfold-home"
+    home.mkdir()
+    (home / "kernels").symlink_to(kernel_cache, target_is_directory=True)
     monkeypatch.setenv("TENFOLD_HOME", str(home))
     return home
 
