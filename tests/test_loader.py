@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from tenfold.data import DeviceLoader, ImageSet
@@ -65,3 +66,20 @@ def test_augment_applies_only_when_asked():
                        generator=torch.Generator().manual_seed(0))
     (a, _), (b, _) = next(iter(plain)), next(iter(aug))
     assert not torch.equal(a, b) and torch.equal(a, next(iter(plain))[0])
+
+
+def test_the_one_pass_cpu_gather_matches_the_tensor_ops(monkeypatch):
+    import tenfold.data.loader as loader_module
+    d = data(40)
+    mean, std = channel_stats(d.images)
+    if loader_module.load_library() is None:
+        pytest.skip("no C compiler for tenfold's kernels")
+    make = lambda: DeviceLoader(d, 16, torch.device("cpu"), mean, std, shuffle=True,  # noqa: E731
+                                generator=torch.Generator().manual_seed(5))
+    fast = list(make())
+    monkeypatch.setattr(loader_module, "load_library", lambda: None)
+    plain = list(make())
+    assert len(fast) == len(plain) == 3
+    for (xa, ya), (xb, yb) in zip(fast, plain):
+        assert torch.equal(ya, yb)
+        torch.testing.assert_close(xa, xb, rtol=1e-6, atol=1e-6)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tenfold.fileio import tenfold_home
 
-SOURCE = Path(__file__).with_name("conv_pool.c")
+SOURCE = Path(__file__).with_name("cpu_kernels.c")
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=fast", "-shared", "-fPIC"]
 
 
@@ -33,7 +33,7 @@ def cpu_signature() -> str:
 
 def library_path() -> Path:
     h = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + cpu_signature().encode())
-    return tenfold_home() / "kernels" / f"conv_pool-{h.hexdigest()[:16]}.so"
+    return tenfold_home() / "kernels" / f"cpu_kernels-{h.hexdigest()[:16]}.so"
 
 
 def compile_library(dest: Path) -> None:
@@ -70,6 +70,8 @@ def load_library() -> ctypes.CDLL | None:
     lib.conv_pool_relu_forward.argtypes = [p, p, p, p, p, i, i, i, i, i, i]
     lib.conv_pool_relu_backward.argtypes = [p, p, p, p, p, p, p, p, i, i, i, i, i, i]
     lib.conv_pool_relu_forward.restype = lib.conv_pool_relu_backward.restype = i
+    lib.gather_normalize.argtypes = [p, p, i, i, i, p, p, p]
+    lib.gather_normalize.restype = None
     return lib
 
 

@@ -240,6 +240,109 @@ static void input_grad(const float *g, float *gpad, float *rows, const float *wt
     }
 }
 
+/* ---- the sparse weight gradient: for kernel K in {3, 5} and a patch row of K * cin <= 64 floats -------------
+ * Only one pixel in four (the pool's winner) carries gradient, so the weight gradient is a sum over those pixels
+ * alone. With the input padded in NHWC, the patch under pixel (y, x) is K rows of L = K * cin contiguous floats:
+ * each row is V = ceil(L / 16) vectors, and lanes map to (kx, ci). The gradient for channel co is then K * V
+ * register accumulators, each winner adding g times its patch. Lanes past L carry junk and are never read. */
+static inline __attribute__((always_inline)) void sparse_wgrad(const float *xp, const float *gi, const float *oi,
+                                                              const unsigned char *ai, v16 *dwt, const shape_t *s,
+                                                              const int K, const int V) {
+    int p = K / 2, pwc = (s->w + 2 * p) * s->cin, ho = s->h / 2, wo = s->w / 2, cout = s->cout;
+    for (int co = 0; co < cout; co++) {
+        v16 a[20];
+        for (int j = 0; j < K * V; j++) a[j] = dwt[(size_t)co * K * V + j];
+        for (int q = 0; q < ho * wo; q++) {
+            size_t o = (size_t)q * cout + co;
+            if (oi[o] <= 0.0f) continue;  /* the ReLU stopped it */
+            float g = gi[o];
+            int y = 2 * (q / wo) + (ai[o] >> 1), x = 2 * (q % wo) + (ai[o] & 1);
+            const float *base = xp + (size_t)y * pwc + (size_t)x * s->cin;
+            for (int ky = 0; ky < K; ky++)
+                for (int v = 0; v < V; v++) a[ky * V + v] += g * load16(base + (size_t)ky * pwc + 16 * v);
+        }
+        for (int j = 0; j < K * V; j++) dwt[(size_t)co * K * V + j] = a[j];
+    }
+}
+
+#define SPARSE_CASES(CALL) \
+    switch (s->k * 10 + (s->k * s->cin + 15) / 16) { \
+        case 31: CALL(3, 1); break; case 32: CALL(3, 2); break; case 33: CALL(3, 3); break; case 34: CALL(3, 4); break; \
+        case 51: CALL(5, 1); break; case 52: CALL(5, 2); break; case 53: CALL(5, 3); break; case 54: CALL(5, 4); break; \
+    }
+
+static int sparse_applies(const shape_t *s) { return (s->k == 3 || s->k == 5) && s->k * s->cin <= 64; }
+
+/* one image's weight gradient, from a padded copy of its input (NHWC, 16 floats of slack) */
+static void sparse_image(const float *xi, const float *gi, const float *oi, const unsigned char *ai, float *xp,
+                         v16 *dwt, const shape_t *s) {
+    int p = s->k / 2, pw = s->w + 2 * p, ph = s->h + 2 * p, cin = s->cin;
+    memset(xp, 0, sizeof(float) * ((size_t)ph * pw * cin + 16));
+    for (int y = 0; y < s->h; y++)
+        memcpy(xp + ((size_t)(y + p) * pw + p) * cin, xi + (size_t)y * s->w * cin, sizeof(float) * s->w * cin);
+    #define WGRAD(K, V) sparse_wgrad(xp, gi, oi, ai, dwt, s, K, V)
+    SPARSE_CASES(WGRAD)
+}
+
+static void input_grad(const float *g, float *gpad, float *rows, const float *wt_t, float *dx, const shape_t *s);
+static size_t planes_size(const shape_t *s);
+
+static int sparse_backward(const float *x, const float *gout, const float *out, const unsigned char *arg,
+                           const float *wt_t, float *dx, float *dw, float *db, int n, const shape_t *s) {
+    int k = s->k, cin = s->cin, cout = s->cout, V = (k * cin + 15) / 16, teams = omp_get_max_threads(), failed = 0;
+    int ho = s->h / 2, wo = s->w / 2, p = k / 2;
+    size_t per = (size_t)cout * k * V, padded = (size_t)(s->h + 2 * p) * (s->w + 2 * p) * cin + 16;
+    v16 *dwt = aligned_alloc(64, sizeof(v16) * per * teams);   /* each thread's weight gradient, [co][ky][kx*cin+ci] */
+    float *dbt = calloc((size_t)teams * cout, sizeof(float));
+    if (!dwt || !dbt) { free(dwt); free(dbt); return -1; }
+    memset(dwt, 0, sizeof(v16) * per * teams);
+    #pragma omp parallel num_threads(teams) reduction(|:failed)
+    {
+        int me = omp_get_thread_num();
+        shape_t t = {s->h, s->w, cout, cin, k};
+        float *xp = malloc(sizeof(float) * padded);
+        /* the input's gradient is dense work (a SAME convolution of the pre-pool gradient map g) */
+        float *g = dx ? malloc(sizeof(float) * (size_t)cout * s->h * s->w) : NULL;
+        float *gpad = dx ? malloc(sizeof(float) * planes_size(&t)) : NULL;
+        float *rows = dx ? malloc(sizeof(float) * (size_t)cin * s->w) : NULL;
+        failed = !xp || (dx && (!g || !gpad || !rows));
+        #pragma omp for schedule(static)
+        for (int i = 0; i < n; i++) {
+            if (failed) continue;
+            size_t oo = (size_t)i * ho * wo * cout;
+            if (dx) memset(g, 0, sizeof(float) * (size_t)cout * s->h * s->w);
+            for (size_t j = 0; j < (size_t)ho * wo * cout; j++) {
+                if (out[oo + j] <= 0.0f) continue;
+                int co = (int)(j % cout), q = (int)(j / cout);
+                dbt[(size_t)me * cout + co] += gout[oo + j];
+                if (dx) g[((size_t)co * s->h + 2 * (q / wo) + (arg[oo + j] >> 1)) * s->w
+                          + 2 * (q % wo) + (arg[oo + j] & 1)] = gout[oo + j];
+            }
+            sparse_image(x + (size_t)i * s->h * s->w * cin, gout + oo, out + oo, arg + oo, xp, dwt + per * me, s);
+            if (dx) input_grad(g, gpad, rows, wt_t, dx + (size_t)i * s->h * s->w * cin, s);
+        }
+        free(xp);
+        free(g);
+        free(gpad);
+        free(rows);
+    }
+    memset(dw, 0, sizeof(float) * (size_t)cout * cin * k * k);
+    memset(db, 0, sizeof(float) * cout);
+    for (int tm = 0; tm < teams; tm++) {  /* in thread order: the same result on every run */
+        const float *d = (const float *)(dwt + per * tm);
+        for (int co = 0; co < cout; co++) {
+            db[co] += dbt[(size_t)tm * cout + co];
+            for (int ci = 0; ci < cin; ci++)
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++)
+                        dw[(((size_t)co * cin + ci) * k + ky) * k + kx] += d[((size_t)co * k + ky) * V * 16 + kx * cin + ci];
+        }
+    }
+    free(dwt);
+    free(dbt);
+    return failed ? -1 : 0;
+}
+
 /* Gradients of relu(maxpool(conv)): dw (cout*cin*k*k) and db (cout) are overwritten, and dx (NHWC) too unless it is
  * NULL (a first layer: the data needs none; wt_t is then unused). Only the pixels that won their pool window and
  * passed the ReLU carry gradient: they are scattered into a planar map g; the weight gradient is a vectorised
@@ -250,6 +353,7 @@ int conv_pool_relu_backward(const float *x, const float *gout, const float *out,
                             int n, int h, int w, int cin, int cout, int k) {
     shape_t s = {h, w, cin, cout, k};
     shape_t t = {h, w, cout, cin, k};
+    if (sparse_applies(&s)) return sparse_backward(x, gout, out, arg, wt_t, dx, dw, db, n, &s);
     int ho = h / 2, wo = w / 2, failed = 0, teams = omp_get_max_threads();
     size_t nw = (size_t)cout * cin * k * k;
     /* one slice of sums per thread, added in thread order afterwards: the same result on every run */
@@ -305,4 +409,26 @@ int conv_pool_relu_backward(const float *x, const float *gout, const float *out,
     }
     free(partial);
     return failed ? -1 : 0;
+}
+
+/* A training batch from the resident dataset in one pass: out[i] = images[idx[i]] * scale + shift, per channel.
+ * images is uint8 NHWC (N, hw, c); out is float NHWC, which seen as NCHW is channels_last. */
+void gather_normalize(const unsigned char *images, const long long *idx, int b, int hw, int c,
+                      const float *scale, const float *shift, float *out) {
+    #pragma omp parallel for schedule(static)
+    for (int i = 0; i < b; i++) {
+        const unsigned char *src = images + (size_t)idx[i] * hw * c;
+        float *dst = out + (size_t)i * hw * c;
+        if (c == 3) {
+            float s0 = scale[0], s1 = scale[1], s2 = scale[2], h0 = shift[0], h1 = shift[1], h2 = shift[2];
+            for (int j = 0; j < hw; j++) {
+                dst[3 * j] = src[3 * j] * s0 + h0;
+                dst[3 * j + 1] = src[3 * j + 1] * s1 + h1;
+                dst[3 * j + 2] = src[3 * j + 2] * s2 + h2;
+            }
+        } else {
+            for (int j = 0; j < hw; j++)
+                for (int ch = 0; ch < c; ch++) dst[(size_t)j * c + ch] = src[(size_t)j * c + ch] * scale[ch] + shift[ch];
+        }
+    }
 }
