@@ -24,6 +24,7 @@ def reference(x, w, b):
     (2, 9, 3, 20, 36, True),    # more than 8 output channels, columns past a full vector
     (1, 3, 1, 6, 10, True),
     (4, 12, 7, 14, 18, True),   # a kernel size with no specialised copy
+    (16, 8, 5, 8, 8, True),     # patch rows too long for the sparse weight gradient: the dense one
 ])
 def test_matches_pytorch_forward_and_backward(cin, cout, k, h, w, input_grad):
     torch.manual_seed(0)

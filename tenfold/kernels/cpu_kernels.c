@@ -33,6 +33,13 @@ typedef float v16 __attribute__((vector_size(64)));  /* 16 floats: one AVX-512 r
 
 static inline v16 load16(const float *p) { v16 v; memcpy(&v, p, sizeof v); return v; }
 
+/* CALL(n) with n a constant from 1 to 8: one register-blocked, fully unrolled copy per channel count */
+#define BY_COUNT(n, CALL) \
+    switch (n) { \
+        case 1: CALL(1); break; case 2: CALL(2); break; case 3: CALL(3); break; case 4: CALL(4); break; \
+        case 5: CALL(5); break; case 6: CALL(6); break; case 7: CALL(7); break; default: CALL(8); break; \
+    }
+
 /* acc[co][x0..x0+15] for output row y, all CO output channels at once in registers: each input vector is
  * loaded once per tap and multiplied by CO broadcast weights (CO is a constant in each inlined copy). */
 static inline __attribute__((always_inline)) void conv_chunk(const float *planes, const float *wt, float *acc,
@@ -58,16 +65,10 @@ static void conv_row(const float *planes, const float *wt, float *acc, int y, co
     int x0 = 0;
     for (; x0 + 16 <= w; x0 += 16)
         for (int co0 = 0; co0 < s->cout; co0 += 8)
-            switch (s->cout - co0 < 8 ? s->cout - co0 : 8) {  /* one register-blocked copy per group size */
-                case 1: conv_chunk(planes, wt, acc, y, x0, co0, s, 1); break;
-                case 2: conv_chunk(planes, wt, acc, y, x0, co0, s, 2); break;
-                case 3: conv_chunk(planes, wt, acc, y, x0, co0, s, 3); break;
-                case 4: conv_chunk(planes, wt, acc, y, x0, co0, s, 4); break;
-                case 5: conv_chunk(planes, wt, acc, y, x0, co0, s, 5); break;
-                case 6: conv_chunk(planes, wt, acc, y, x0, co0, s, 6); break;
-                case 7: conv_chunk(planes, wt, acc, y, x0, co0, s, 7); break;
-                default: conv_chunk(planes, wt, acc, y, x0, co0, s, 8); break;
-            }
+        {
+            #define CONV_CHUNK(CO) conv_chunk(planes, wt, acc, y, x0, co0, s, CO)
+            BY_COUNT(s->cout - co0 < 8 ? s->cout - co0 : 8, CONV_CHUNK)
+        }
     if (x0 == w) return;
     for (int co = 0; co < s->cout; co++) {  /* the columns left over: plain loops */
         float *restrict a = acc + (size_t)co * w;
@@ -203,16 +204,8 @@ static void grad_taps(const float *g, const float *planes, float *dw, const shap
             for (int kx = 0; kx < s->k; kx++) {
                 const float *gc = g + (size_t)co0 * s->h * s->w;
                 float *d = dw + (size_t)co0 * s->cin * s->k * s->k;
-                switch (co_n) {  /* one register-blocked copy per channel count */
-                    case 1: grad_tap(gc, planes, d, ci, ky, kx, s, 1); break;
-                    case 2: grad_tap(gc, planes, d, ci, ky, kx, s, 2); break;
-                    case 3: grad_tap(gc, planes, d, ci, ky, kx, s, 3); break;
-                    case 4: grad_tap(gc, planes, d, ci, ky, kx, s, 4); break;
-                    case 5: grad_tap(gc, planes, d, ci, ky, kx, s, 5); break;
-                    case 6: grad_tap(gc, planes, d, ci, ky, kx, s, 6); break;
-                    case 7: grad_tap(gc, planes, d, ci, ky, kx, s, 7); break;
-                    default: grad_tap(gc, planes, d, ci, ky, kx, s, 8); break;
-                }
+                #define GRAD_TAP(CO) grad_tap(gc, planes, d, ci, ky, kx, s, CO)
+                BY_COUNT(co_n, GRAD_TAP)
             }
 }
 
