@@ -1,4 +1,4 @@
-"""relu(maxpool2x2(conv_same(x))) for a network's first layer on the CPU, through the C kernel.
+"""relu(maxpool2x2(conv_same(x))) for a conv block on the CPU, through the C kernel.
 
 Exact to float32 rounding against PyTorch's conv -> max_pool2d -> relu (the tests compare both ways), and used
 only where it applies: CPU float32, odd square kernel, stride 1, SAME padding, a 2x2 pool of stride 2 over even
