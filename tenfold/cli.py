@@ -123,6 +123,46 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cloud_module():
+    try:
+        from tenfold.cloud import gpus
+    except ImportError as e:
+        raise TenfoldError(f"tenfold cloud needs boto3 ({e}): pip install 'tenfold[cloud]'") from None
+    return gpus
+
+
+def cmd_cloud(args) -> int:
+    g = cloud_module()
+    if args.cloud_command == "gpus":
+        result = g.gpus(args.region, args.profile, args.history, args.regions)
+        print(json.dumps(result, indent=2, default=str) if args.json else g.format_gpus(result))
+    elif args.request is not None:
+        req = g.request_increase(args.request, args.family, args.spot, args.region, args.profile)
+        print(json.dumps(req, indent=2, default=str) if args.json else
+              f"requested {req.get('DesiredValue', args.request):g} vCPUs for {req.get('QuotaName', req.get('QuotaCode'))}"
+              f" ({req.get('QuotaCode')}): {req.get('Status', 'PENDING')}, request id {req.get('Id', '?')}")
+    else:
+        result = g.quota(args.region, args.profile)
+        print(json.dumps(result, indent=2) if args.json else g.format_quota(result))
+    return 0
+
+
+def add_cloud(sub) -> None:
+    cloud = sub.add_parser("cloud", help="GPU instances on AWS: prices, quotas")
+    csub = cloud.add_subparsers(dest="cloud_command", required=True, parser_class=Parser)
+    p = csub.add_parser("gpus", help="GPU types with on-demand and live spot prices, and what the quotas allow")
+    p.add_argument("--history", metavar="DAYS", help="add each type's spot min/median/max over this period, e.g. 30d")
+    p.add_argument("--regions", action="store_true", help="list the regions that offer each type")
+    q = csub.add_parser("quota", help="the account's GPU vCPU quotas, and increase requests")
+    q.add_argument("--request", type=positive_int, metavar="VCPUS", help="ask AWS to raise the quota to this many vCPUs")
+    q.add_argument("--family", default="g", choices=["g", "p"], help="g: G and VT types (default); p: P types")
+    q.add_argument("--spot", action="store_true", help="the spot quota instead of the on-demand one")
+    for parser in (p, q):
+        parser.add_argument("--region", help="AWS region (default: the profile's, else us-east-1)")
+        parser.add_argument("--profile", help="AWS profile (default: boto3's standard chain)")
+        parser.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
 def cmd_models(args) -> int:
     from tenfold.models import list_models
     print("\n".join(list_models()))
@@ -152,12 +192,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", action="append", help="a device to time (repeatable; default: every device here)")
     p.add_argument("--batch-size", type=positive_int, help="images per step (default: tenfold's)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_cloud(sub)
     sub.add_parser("models", help="list the registered models")
     return parser
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "bench": cmd_bench,
-            "models": cmd_models}
+            "cloud": cmd_cloud, "models": cmd_models}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,130 @@
+"""`tenfold cloud gpus` and `tenfold cloud quota`: what each GPU type costs, and what this account may launch."""
+from __future__ import annotations
+
+import datetime
+import statistics
+
+from tenfold.cloud import aws
+from tenfold.cloud.catalog import QUOTA_CODES, catalog_date, load_catalog
+from tenfold.errors import ConfigError
+
+PRICE_REGION = "us-east-1"  # the region whose on-demand prices the catalogue holds
+
+
+def parse_days(text: str) -> int:
+    """'30d' or '30' -> 30."""
+    body = text[:-1] if text.endswith("d") else text
+    if not body.isdigit() or not 1 <= int(body) <= 90:
+        raise ConfigError(f"--history takes days, from 1d to 90d (AWS keeps 90 days), got '{text}'")
+    return int(body)
+
+
+def latest_per_zone(records: list[dict]) -> dict[str, dict[str, float]]:
+    """type -> {zone: the most recent spot price}."""
+    newest: dict[tuple[str, str], dict] = {}
+    for r in records:
+        key = (r["InstanceType"], r["AvailabilityZone"])
+        if key not in newest or r["Timestamp"] > newest[key]["Timestamp"]:
+            newest[key] = r
+    out: dict[str, dict[str, float]] = {}
+    for (t, zone), r in newest.items():
+        out.setdefault(t, {})[zone] = float(r["SpotPrice"])
+    return out
+
+
+def quota_table(s, region: str, vcpus_of: dict[str, int]) -> dict[tuple[str, bool], dict]:
+    """(family, spot) -> {'code', 'quota' (vCPUs, None if unknown), 'used', 'free'}."""
+    values = aws.quota_values(s, list(QUOTA_CODES.values()), region)
+    used = aws.running_vcpus(s, vcpus_of, region)
+    table = {}
+    for key, code in QUOTA_CODES.items():
+        quota = values[code]
+        table[key] = {"code": code, "quota": quota, "used": used.get(key, 0),
+                      "free": None if quota is None else max(0.0, quota - used.get(key, 0))}
+    return table
+
+
+def gpus(region: str | None = None, profile: str | None = None, history: str | None = None,
+         regions: bool = False) -> dict:
+    """The catalogue joined with live spot prices, the account's quotas and, when asked, history and regions."""
+    days = parse_days(history) if history else None
+    s = aws.session(region, profile)
+    region = aws.region_of(s)
+    catalog = load_catalog()
+    types = [c.type for c in catalog]
+    spot = latest_per_zone(aws.spot_history(s, types, region=region))
+    quotas = quota_table(s, region, {c.type: c.vcpus for c in catalog})
+    since = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=days) if days else None
+    past = aws.spot_history(s, types, since, region) if days else []
+    offered = aws.regions_offering(s, types) if regions else {}
+    rows = []
+    for c in catalog:
+        zones = spot.get(c.type, {})
+        zone = min(zones, key=zones.get) if zones else None
+        prices = sorted(float(r["SpotPrice"]) for r in past if r["InstanceType"] == c.type)
+        can = {market: (q := quotas[(c.family, market == "spot")])["free"] is not None and q["free"] >= c.vcpus
+               for market in ("on-demand", "spot")}
+        rows.append({**c.__dict__, "spot_usd_per_h": zones.get(zone) if zone else None, "spot_zone": zone,
+                     "spot_history": {"days": days, "min": prices[0], "median": statistics.median(prices),
+                                      "max": prices[-1]} if prices else None,
+                     "regions": offered.get(c.type), "launchable": [m for m, ok in can.items() if ok]})
+    return {"region": region, "catalog_date": catalog_date(), "types": rows,
+            "quotas": {f"{fam}-{'spot' if sp else 'on-demand'}": q for (fam, sp), q in quotas.items()}}
+
+
+def money(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4f}".rstrip("0").rstrip(".") if v < 1 else f"{v:.3f}"
+
+
+def format_gpus(result: dict) -> str:
+    rows = result["types"]
+    history = any(r["spot_history"] for r in rows)
+    head = (f"{'type':<14} {'GPU':<12} {'GPUs':>4} {'GPU mem':>9} {'vCPUs':>5} {'RAM':>7} {'on-demand $/h':>13} "
+            f"{'spot $/h':>9} {'zone':<12}" + (f" {'spot min/median/max':>22}" if history else "")
+            + "  launch now")
+    lines = [head]
+    for r in rows:
+        h = r["spot_history"]
+        hist = f" {money(h['min']) + '/' + money(h['median']) + '/' + money(h['max']):>22}" if h else \
+            (f" {'n/a':>22}" if history else "")
+        lines.append(f"{r['type']:<14} {r['gpu']:<12} {r['gpus']:>4} {r['gpu_memory_gib']:>5} GiB {r['vcpus']:>5} "
+                     f"{r['memory_gib']:>3} GiB {money(r['on_demand_usd_per_h']):>13} {money(r['spot_usd_per_h']):>9} "
+                     f"{r['spot_zone'] or '-':<12}{hist}  {', '.join(r['launchable']) or 'no: see tenfold cloud quota'}")
+        if r["regions"] is not None:
+            lines.append(f"{'':<14} regions: {', '.join(r['regions']) or 'none'}")
+    days = next((r["spot_history"]["days"] for r in rows if r["spot_history"]), None)
+    lines.append(f"Region {result['region']}; spot prices live (latest per zone"
+                 + (f", history over {days} days" if days else "") + "); on-demand prices are "
+                 f"{PRICE_REGION}'s list prices as of {result['catalog_date']}.")
+    return "\n".join(lines)
+
+
+def format_quota(result: dict) -> str:
+    names = {"g-on-demand": "G and VT, on-demand", "g-spot": "G and VT, spot", "p-on-demand": "P, on-demand",
+             "p-spot": "P, spot"}
+    lines = [f"{'quota':<22} {'code':<11} {'vCPUs':>6} {'in use':>6} {'free':>6}"]
+    for key, q in result["quotas"].items():
+        fmt = lambda v: "n/a" if v is None else f"{v:g}"  # noqa: E731
+        lines.append(f"{names[key]:<22} {q['code']:<11} {fmt(q['quota']):>6} {q['used']:>6} {fmt(q['free']):>6}")
+    lines.append(f"Region {result['region']}. A g4dn.xlarge needs 4 vCPUs of free quota; "
+                 "ask for more with: tenfold cloud quota --request 8 [--spot] [--family g|p]")
+    return "\n".join(lines)
+
+
+def quota(region: str | None = None, profile: str | None = None) -> dict:
+    s = aws.session(region, profile)
+    region = aws.region_of(s)
+    table = quota_table(s, region, {c.type: c.vcpus for c in load_catalog()})
+    return {"region": region,
+            "quotas": {f"{fam}-{'spot' if sp else 'on-demand'}": q for (fam, sp), q in table.items()}}
+
+
+def request_increase(vcpus: int, family: str = "g", spot: bool = False, region: str | None = None,
+                     profile: str | None = None) -> dict:
+    """Ask AWS for a higher vCPU quota (the seed's support ticket); returns the request as AWS records it."""
+    if vcpus < 1:
+        raise ConfigError(f"--request takes a number of vCPUs of at least 1, got {vcpus}")
+    if family not in ("g", "p"):
+        raise ConfigError(f"--family must be g or p, got '{family}'")
+    s = aws.session(region, profile)
+    return aws.request_quota(s, QUOTA_CODES[(family, spot)], float(vcpus), aws.region_of(s))
