@@ -32,16 +32,21 @@ def latest_per_zone(records: list[dict]) -> dict[str, dict[str, float]]:
     return out
 
 
-def quota_table(s, region: str, vcpus_of: dict[str, int]) -> dict[tuple[str, bool], dict]:
+def quota_table(s, region: str) -> dict[tuple[str, bool], dict]:
     """(family, spot) -> {'code', 'quota' (vCPUs, None if unknown), 'used', 'free'}."""
     values = aws.quota_values(s, list(QUOTA_CODES.values()), region)
-    used = aws.running_vcpus(s, vcpus_of, region)
+    used = aws.running_vcpus(s, {c.type: c.vcpus for c in load_catalog()}, region)
     table = {}
     for key, code in QUOTA_CODES.items():
         quota = values[code]
         table[key] = {"code": code, "quota": quota, "used": used.get(key, 0),
                       "free": None if quota is None else max(0.0, quota - used.get(key, 0))}
     return table
+
+
+def by_name(table: dict[tuple[str, bool], dict]) -> dict[str, dict]:
+    """{'g-on-demand': ..., 'g-spot': ..., 'p-on-demand': ..., 'p-spot': ...} for JSON and tables."""
+    return {f"{family}-{'spot' if spot else 'on-demand'}": q for (family, spot), q in table.items()}
 
 
 def gpus(region: str | None = None, profile: str | None = None, history: str | None = None,
@@ -53,7 +58,7 @@ def gpus(region: str | None = None, profile: str | None = None, history: str | N
     catalog = load_catalog()
     types = [c.type for c in catalog]
     spot = latest_per_zone(aws.spot_history(s, types, region=region))
-    quotas = quota_table(s, region, {c.type: c.vcpus for c in catalog})
+    quotas = quota_table(s, region)
     since = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=days) if days else None
     past = aws.spot_history(s, types, since, region) if days else []
     offered = aws.regions_offering(s, types) if regions else {}
@@ -68,8 +73,7 @@ def gpus(region: str | None = None, profile: str | None = None, history: str | N
                      "spot_history": {"days": days, "min": prices[0], "median": statistics.median(prices),
                                       "max": prices[-1]} if prices else None,
                      "regions": offered.get(c.type), "launchable": [m for m, ok in can.items() if ok]})
-    return {"region": region, "catalog_date": catalog_date(), "types": rows,
-            "quotas": {f"{fam}-{'spot' if sp else 'on-demand'}": q for (fam, sp), q in quotas.items()}}
+    return {"region": region, "catalog_date": catalog_date(), "types": rows, "quotas": by_name(quotas)}
 
 
 def money(v: float | None) -> str:
@@ -114,9 +118,7 @@ def format_quota(result: dict) -> str:
 def quota(region: str | None = None, profile: str | None = None) -> dict:
     s = aws.session(region, profile)
     region = aws.region_of(s)
-    table = quota_table(s, region, {c.type: c.vcpus for c in load_catalog()})
-    return {"region": region,
-            "quotas": {f"{fam}-{'spot' if sp else 'on-demand'}": q for (fam, sp), q in table.items()}}
+    return {"region": region, "quotas": by_name(quota_table(s, region))}
 
 
 def request_increase(vcpus: int, family: str = "g", spot: bool = False, region: str | None = None,
