@@ -133,6 +133,8 @@ def cloud_module():
 
 def cmd_cloud(args) -> int:
     g = cloud_module()
+    if args.cloud_command in ("up", "status", "stop", "start", "down"):
+        return cmd_instances(args)
     if args.cloud_command == "gpus":
         result = g.gpus(args.region, args.profile, args.history, args.regions)
         print(json.dumps(result, indent=2, default=str) if args.json else g.format_gpus(result))
@@ -147,8 +149,54 @@ def cmd_cloud(args) -> int:
     return 0
 
 
+def cmd_instances(args) -> int:
+    from tenfold.cloud import instances as inst
+
+    if args.cloud_command == "up":
+        result = inst.up(args.name, args.type, not args.on_demand, args.disk, args.region, args.profile, args.cidr,
+                         args.max_price, args.ami)
+        print(json.dumps(result, indent=2) if args.json else inst.format_up(result))
+    elif args.cloud_command == "status":
+        rows = inst.status(args.region, args.profile)
+        print(json.dumps(rows, indent=2) if args.json else inst.format_status(rows))
+    elif args.cloud_command == "stop":
+        row = inst.stop(args.name, args.region, args.profile)
+        print(json.dumps(row, indent=2) if args.json else f"tenfold-{args.name}: {row['state']} (storage still "
+              f"bills until `tenfold cloud down {args.name}`)")
+    elif args.cloud_command == "start":
+        row = inst.summary(inst.start(args.name, args.region, args.profile))
+        print(json.dumps(row, indent=2) if args.json else f"tenfold-{args.name}: {row['state']} at {row['ip']}")
+    else:
+        gone = inst.down(args.name, args.region, args.profile)
+        print(json.dumps(gone, indent=2) if args.json else inst.format_down(args.name, gone))
+    return 0
+
+
+def add_instance_commands(csub) -> list:
+    p = csub.add_parser("up", help="launch a GPU instance (or find the one already running), ready for ssh")
+    p.add_argument("--type", default="g4dn.xlarge", help="instance type (default g4dn.xlarge; see `tenfold cloud gpus`)")
+    market = p.add_mutually_exclusive_group()
+    market.add_argument("--spot", action="store_true", help="a spot instance (the default): about 70%% cheaper, "
+                                                            "stopped on interruption, resumable")
+    market.add_argument("--on-demand", action="store_true", help="an on-demand instance: never interrupted")
+    p.add_argument("--disk", type=positive_int, default=100, help="root volume in GB, gp3 (default 100)")
+    p.add_argument("--cidr", help="who may ssh in (default: this machine's public address /32)")
+    p.add_argument("--max-price", type=number, help="spot: the most to pay per hour (default none, as AWS advises)")
+    p.add_argument("--ami", help="machine image (default: the current Deep Learning AMI, from SSM)")
+    parsers = [p]
+    for verb, text in [("status", "tenfold's instances: state, uptime, $/h"),
+                       ("stop", "stop the instance (storage still bills)"), ("start", "start it again"),
+                       ("down", "terminate it and delete everything tenfold made for it")]:
+        parsers.append(csub.add_parser(verb, help=text))
+    for parser in parsers:
+        if parser.prog.split()[-1] != "status":
+            parser.add_argument("name", nargs="?", default="default", metavar="NAME",
+                                help="the instance's name (default: default)")
+    return parsers
+
+
 def add_cloud(sub) -> None:
-    cloud = sub.add_parser("cloud", help="GPU instances on AWS: prices, quotas")
+    cloud = sub.add_parser("cloud", help="GPU instances on AWS: prices, quotas, launch, stop, terminate")
     csub = cloud.add_subparsers(dest="cloud_command", required=True, parser_class=Parser)
     p = csub.add_parser("gpus", help="GPU types with on-demand and live spot prices, and what the quotas allow")
     p.add_argument("--history", metavar="DAYS", help="add each type's spot min/median/max over this period, e.g. 30d")
@@ -157,7 +205,7 @@ def add_cloud(sub) -> None:
     q.add_argument("--request", type=positive_int, metavar="VCPUS", help="ask AWS to raise the quota to this many vCPUs")
     q.add_argument("--family", default="g", choices=["g", "p"], help="g: G and VT types (default); p: P types")
     q.add_argument("--spot", action="store_true", help="the spot quota instead of the on-demand one")
-    for parser in (p, q):
+    for parser in (p, q, *add_instance_commands(csub)):
         parser.add_argument("--region", help="AWS region (default: the profile's, else us-east-1)")
         parser.add_argument("--profile", help="AWS profile (default: boto3's standard chain)")
         parser.add_argument("--json", action="store_true", help="print the results as JSON")

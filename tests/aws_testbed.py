@@ -90,6 +90,19 @@ class AwsTestBed:
             setattr(cls, name, fn)
         return saved
 
+    def seed_dlami(self, region: str = "us-east-1") -> str:
+        """Publish an image as the Deep Learning AMI's public SSM parameter (which the API may not write)."""
+        import time
+        from moto.ec2.models import ec2_backends
+        from moto.ssm.models import Parameter, ssm_backends
+        from tenfold.cloud.instances import DLAMI_PARAMETER
+        account = "123456789012"
+        image = next(iter(ec2_backends[account][region].amis))
+        ssm_backends[account][region]._parameters[DLAMI_PARAMETER].append(Parameter(
+            account_id=account, name=DLAMI_PARAMETER, value=image, parameter_type="String", description=None,
+            allowed_pattern=None, keyid=None, last_modified_date=time.time(), version=1, data_type="aws:ec2:image"))
+        return image
+
     def close(self) -> None:
         for cls, name, fn in self.patches:
             if fn is None:

@@ -135,3 +135,17 @@ def request_quota(s: boto3.Session, code: str, value: float, region: str | None 
     sq = client(s, "service-quotas", region)
     with aws_errors(region):
         return sq.request_service_quota_increase(ServiceCode="ec2", QuotaCode=code, DesiredValue=value)["RequestedQuota"]
+
+
+def find_instances(s: boto3.Session, name: str | None, region: str | None = None,
+                   states=("pending", "running", "stopping", "stopped", "shutting-down")) -> list[dict]:
+    """tenfold's instances (tag tenfold:name), or the one named NAME, in the given states."""
+    filters = [{"Name": "tag-key", "Values": [NAME_TAG]}, {"Name": "instance-state-name", "Values": list(states)}]
+    if name is not None:
+        filters.append({"Name": f"tag:{NAME_TAG}", "Values": [name]})
+    with aws_errors(region):
+        pages = client(s, "ec2", region).get_paginator("describe_instances").paginate(Filters=filters)
+        return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+
+
+NAME_TAG = "tenfold:name"

@@ -1,0 +1,303 @@
+"""`tenfold cloud up | status | stop | start | down`: GPU instances found by their tags, so a rerun is safe.
+
+Everything tenfold creates for instance NAME carries the tags tenfold=true and tenfold:name=NAME: the instance,
+its root volume, its spot request, a key pair and a security group both called tenfold-NAME. `down` removes all
+of it, so nothing is left that bills.
+"""
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import sys
+import urllib.request
+from pathlib import Path
+
+from tenfold.cloud import aws
+from tenfold.cloud.catalog import load_catalog
+from tenfold.cloud.ssh_config import remove_host, write_host
+from tenfold.errors import ConfigError
+from tenfold.fileio import atomic_open, tenfold_home
+
+DLAMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+CHECKIP_URL = "https://checkip.amazonaws.com"
+GP3_USD_PER_GB_MONTH = 0.08
+IPV4_USD_PER_H = 0.005
+HOURS_PER_MONTH = 730
+
+
+def resource_name(name: str) -> str:
+    return f"tenfold-{name}"
+
+
+def tags(name: str) -> list[dict]:
+    return [{"Key": "tenfold", "Value": "true"}, {"Key": aws.NAME_TAG, "Value": name},
+            {"Key": "Name", "Value": resource_name(name)}]
+
+
+def key_path(name: str) -> Path:
+    return tenfold_home() / "keys" / f"{resource_name(name)}.pem"
+
+
+def caller_cidr(cidr: str | None) -> str:
+    """The CIDR allowed to reach ssh: the one given, else this machine's public address as a /32."""
+    if cidr is None:
+        url = os.environ.get("TENFOLD_CHECKIP_URL") or CHECKIP_URL
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                cidr = r.read().decode().strip() + "/32"
+        except OSError as e:
+            raise aws.CloudError(f"cannot find this machine's public address at {url} ({e}); "
+                                 "pass --cidr A.B.C.D/32") from None
+    try:
+        net = ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        raise ConfigError(f"--cidr: '{cidr}' is not an address range like 203.0.113.7/32") from None
+    if net.prefixlen == 0:
+        print("warning: ssh will be open to the whole internet (0.0.0.0/0), as asked", file=sys.stderr)
+    return str(net)
+
+
+def ensure_key_pair(s, name: str, region: str) -> str:
+    """The key pair tenfold-NAME, its private key saved 0600 under $TENFOLD_HOME/keys."""
+    ec2, key_name, path = aws.client(s, "ec2", region), resource_name(name), key_path(name)
+    with aws.aws_errors(region):
+        found = ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": [key_name]}])["KeyPairs"]
+        if found and path.exists():
+            return key_name
+        if found:  # the private half is lost: replace the pair (no instance of ours uses it, see up())
+            ec2.delete_key_pair(KeyName=key_name)
+        material = ec2.create_key_pair(KeyName=key_name, KeyType="ed25519", TagSpecifications=[
+            {"ResourceType": "key-pair", "Tags": tags(name)}])["KeyMaterial"]
+    with atomic_open(path, "w", perms=0o600) as f:
+        f.write(material)
+    return key_name
+
+
+def ensure_security_group(s, name: str, region: str, cidr: str) -> str:
+    """Security group tenfold-NAME in the default VPC: ssh (22) from `cidr` only; nothing else, never 8888."""
+    ec2, group_name = aws.client(s, "ec2", region), resource_name(name)
+    with aws.aws_errors(region):
+        found = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [group_name]}])["SecurityGroups"]
+        if found:
+            group = found[0]
+        else:
+            vpcs = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
+            if not vpcs:
+                raise aws.CloudError(f"region {region} has no default VPC: create one with "
+                                     "`aws ec2 create-default-vpc`")
+            gid = ec2.create_security_group(GroupName=group_name, VpcId=vpcs[0]["VpcId"],
+                                            Description="tenfold: ssh from the owner's address only",
+                                            TagSpecifications=[{"ResourceType": "security-group",
+                                                                "Tags": tags(name)}])["GroupId"]
+            group = {"GroupId": gid, "IpPermissions": []}
+        allowed = {r["CidrIp"] for p in group["IpPermissions"] if p.get("FromPort") == 22 for r in p["IpRanges"]}
+        if cidr not in allowed:
+            ec2.authorize_security_group_ingress(GroupId=group["GroupId"], IpPermissions=[{
+                "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
+                "IpRanges": [{"CidrIp": cidr, "Description": "tenfold ssh"}]}])
+    return group["GroupId"]
+
+
+def dlami(s, region: str, ami: str | None) -> str:
+    if ami:
+        return ami
+    with aws.aws_errors(region):
+        return aws.client(s, "ssm", region).get_parameter(Name=DLAMI_PARAMETER)["Parameter"]["Value"]
+
+
+def launch(s, name: str, region: str, itype: str, spot: bool, disk: int, image: str, key: str, group: str,
+           max_price: float | None) -> dict:
+    ec2 = aws.client(s, "ec2", region)
+    with aws.aws_errors(region):
+        root = ec2.describe_images(ImageIds=[image])["Images"][0].get("RootDeviceName", "/dev/sda1")
+        args = dict(ImageId=image, InstanceType=itype, MinCount=1, MaxCount=1, KeyName=key, SecurityGroupIds=[group],
+                    MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},  # IMDSv2 only
+                    BlockDeviceMappings=[{"DeviceName": root, "Ebs": {"VolumeSize": disk, "VolumeType": "gp3",
+                                                                      "DeleteOnTermination": True}}],
+                    TagSpecifications=[{"ResourceType": r, "Tags": tags(name)} for r in ("instance", "volume")])
+        if spot:  # persistent + stop: the only spot kind that can be stopped and started again
+            options = {"SpotInstanceType": "persistent", "InstanceInterruptionBehavior": "stop"}
+            if max_price is not None:
+                options["MaxPrice"] = f"{max_price:.4f}"
+            args["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": options}
+            args["TagSpecifications"].append({"ResourceType": "spot-instances-request", "Tags": tags(name)})
+        instance = ec2.run_instances(**args)["Instances"][0]
+        ec2.get_waiter("instance_running").wait(InstanceIds=[instance["InstanceId"]],
+                                                WaiterConfig={"Delay": 5, "MaxAttempts": 120})
+        return ec2.describe_instances(InstanceIds=[instance["InstanceId"]])["Reservations"][0]["Instances"][0]
+
+
+def hourly_cost(s, instance: dict, region: str) -> dict:
+    """$/h now: the compute price (spot: the zone's latest; on-demand: the catalogue's), gp3 storage, IPv4."""
+    itype, zone = instance["InstanceType"], instance["Placement"]["AvailabilityZone"]
+    catalog = {c.type: c for c in load_catalog()}
+    if instance.get("InstanceLifecycle") == "spot":
+        zones = {r["AvailabilityZone"]: float(r["SpotPrice"]) for r in aws.spot_history(s, [itype], region=region)}
+        compute = zones.get(zone)
+    else:
+        compute = catalog[itype].on_demand_usd_per_h if itype in catalog else None
+    disk = sum(v.get("Size", 0) for v in volumes(s, instance, region))
+    return {"compute": compute, "storage": disk * GP3_USD_PER_GB_MONTH / HOURS_PER_MONTH,
+            "ipv4": IPV4_USD_PER_H if instance.get("PublicIpAddress") else 0.0}
+
+
+def volumes(s, instance: dict, region: str) -> list[dict]:
+    ids = [m["Ebs"]["VolumeId"] for m in instance.get("BlockDeviceMappings", []) if "Ebs" in m]
+    if not ids:
+        return []
+    with aws.aws_errors(region):
+        return aws.client(s, "ec2", region).describe_volumes(VolumeIds=ids)["Volumes"]
+
+
+def up(name: str = "default", itype: str = "g4dn.xlarge", spot: bool = True, disk: int = 100,
+       region: str | None = None, profile: str | None = None, cidr: str | None = None,
+       max_price: float | None = None, ami: str | None = None) -> dict:
+    """Launch (or find, or start) instance NAME; returns its facts and hourly cost."""
+    if not 30 <= disk <= 16384:
+        raise ConfigError(f"--disk must be between 30 and 16384 GB, got {disk}")
+    catalog = {c.type: c for c in load_catalog()}
+    if itype not in catalog:
+        raise ConfigError(f"unknown GPU type '{itype}'; see `tenfold cloud gpus` ({', '.join(catalog)})")
+    s = aws.session(region, profile)
+    region = aws.region_of(s)
+    found = aws.find_instances(s, name, region)
+    if found:
+        instance = found[0]
+        if instance["State"]["Name"] in ("stopped", "stopping"):
+            instance = start(name, region, profile)
+        action = "found"
+    else:
+        allowed = caller_cidr(cidr)
+        key = ensure_key_pair(s, name, region)
+        group = ensure_security_group(s, name, region, allowed)
+        instance = launch(s, name, region, itype, spot, disk, dlami(s, region, ami), key, group, max_price)
+        action = "launched"
+    if instance.get("PublicIpAddress"):
+        write_host(resource_name(name), instance["PublicIpAddress"], key_path(name))
+    return {"name": name, "action": action, "instance": summary(instance), "cost": hourly_cost(s, instance, region)}
+
+
+def summary(instance: dict) -> dict:
+    return {"id": instance["InstanceId"], "type": instance["InstanceType"], "state": instance["State"]["Name"],
+            "market": "spot" if instance.get("InstanceLifecycle") == "spot" else "on-demand",
+            "zone": instance["Placement"]["AvailabilityZone"], "ip": instance.get("PublicIpAddress"),
+            "launched": instance["LaunchTime"].isoformat() if hasattr(instance["LaunchTime"], "isoformat")
+            else str(instance["LaunchTime"]),
+            "name": next((t["Value"] for t in instance.get("Tags", []) if t["Key"] == aws.NAME_TAG), None)}
+
+
+def status(region: str | None = None, profile: str | None = None) -> list[dict]:
+    s = aws.session(region, profile)
+    region = aws.region_of(s)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    rows = []
+    for inst in aws.find_instances(s, None, region):
+        row = summary(inst)
+        row["cost"] = hourly_cost(s, inst, region)
+        row["uptime_h"] = ((now - inst["LaunchTime"]).total_seconds() / 3600
+                           if inst["State"]["Name"] == "running" else 0.0)
+        rows.append(row)
+    return rows
+
+
+def one(s, name: str, region: str) -> dict:
+    found = aws.find_instances(s, name, region)
+    if not found:
+        raise aws.CloudError(f"no tenfold instance named '{name}' in {region}: see `tenfold cloud status`")
+    return found[0]
+
+
+def stop(name: str = "default", region: str | None = None, profile: str | None = None) -> dict:
+    s = aws.session(region, profile)
+    region = aws.region_of(s)
+    inst = one(s, name, region)
+    ec2 = aws.client(s, "ec2", region)
+    with aws.aws_errors(region):
+        ec2.stop_instances(InstanceIds=[inst["InstanceId"]])
+        ec2.get_waiter("instance_stopped").wait(InstanceIds=[inst["InstanceId"]],
+                                                WaiterConfig={"Delay": 5, "MaxAttempts": 120})
+    return summary(one(s, name, region))
+
+
+def start(name: str = "default", region: str | None = None, profile: str | None = None) -> dict:
+    s = aws.session(region, profile)
+    region = aws.region_of(s)
+    inst = one(s, name, region)
+    ec2 = aws.client(s, "ec2", region)
+    with aws.aws_errors(region):
+        ec2.start_instances(InstanceIds=[inst["InstanceId"]])
+        ec2.get_waiter("instance_running").wait(InstanceIds=[inst["InstanceId"]],
+                                                WaiterConfig={"Delay": 5, "MaxAttempts": 120})
+    inst = one(s, name, region)
+    if inst.get("PublicIpAddress"):  # a restarted instance gets a new public address
+        write_host(resource_name(name), inst["PublicIpAddress"], key_path(name))
+    return inst
+
+
+def down(name: str = "default", region: str | None = None, profile: str | None = None) -> dict:
+    """Terminate NAME, cancel its spot request, delete its security group and key pair: nothing left that bills."""
+    s = aws.session(region, profile)
+    region = aws.region_of(s)
+    ec2 = aws.client(s, "ec2", region)
+    gone = {"instances": [], "spot_requests": [], "security_group": None, "key_pair": None}
+    with aws.aws_errors(region):
+        instances = aws.find_instances(s, name, region)
+        requests = [i["SpotInstanceRequestId"] for i in instances if i.get("SpotInstanceRequestId")]
+        if requests:  # first: a persistent request would otherwise launch a replacement
+            ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=requests)
+            gone["spot_requests"] = requests
+        ids = [i["InstanceId"] for i in instances]
+        if ids:
+            ec2.terminate_instances(InstanceIds=ids)
+            ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig={"Delay": 5, "MaxAttempts": 120})
+            gone["instances"] = ids
+        groups = ec2.describe_security_groups(
+            Filters=[{"Name": "group-name", "Values": [resource_name(name)]}])["SecurityGroups"]
+        for g in groups:
+            ec2.delete_security_group(GroupId=g["GroupId"])
+            gone["security_group"] = g["GroupId"]
+        keys = ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": [resource_name(name)]}])["KeyPairs"]
+        if keys:
+            ec2.delete_key_pair(KeyName=resource_name(name))
+            gone["key_pair"] = resource_name(name)
+    key_path(name).unlink(missing_ok=True)
+    remove_host(resource_name(name))
+    return gone
+
+
+def per_hour(cost: dict) -> str:
+    total = (cost["compute"] or 0.0) + cost["storage"] + cost["ipv4"]
+    compute = "unknown" if cost["compute"] is None else f"${cost['compute']:.4f}"
+    return f"${total:.4f}/h (compute {compute}, gp3 storage ${cost['storage']:.4f}, IPv4 ${cost['ipv4']:.4f})"
+
+
+def format_up(result: dict) -> str:
+    i, host = result["instance"], resource_name(result["name"])
+    return (f"{host}: {result['action']} {i['type']} ({i['market']}) in {i['zone']}, {i['state']}, {i['ip']}\n"
+            f"cost: {per_hour(result['cost'])}\n"
+            f"connect: ssh {host}        stop paying: tenfold cloud down {result['name']}")
+
+
+def format_status(rows: list[dict]) -> str:
+    if not rows:
+        return "no tenfold instances"
+    lines = [f"{'name':<14} {'type':<13} {'market':<9} {'state':<9} {'zone':<12} {'address':<15} {'up (h)':>7} "
+             f"{'$/h':>8} {'so far $':>8}"]
+    for r in rows:
+        c = r["cost"]
+        rate = (c["compute"] or 0.0) + c["storage"] + c["ipv4"]
+        lines.append(f"{r['name'] or '?':<14} {r['type']:<13} {r['market']:<9} {r['state']:<9} {r['zone']:<12} "
+                     f"{r['ip'] or '-':<15} {r['uptime_h']:>7.2f} {rate:>8.4f} {rate * r['uptime_h']:>8.2f}")
+    return "\n".join(lines)
+
+
+def format_down(name: str, gone: dict) -> str:
+    parts = [f"terminated {', '.join(gone['instances'])}" if gone["instances"] else "no instance to terminate"]
+    if gone["spot_requests"]:
+        parts.append(f"cancelled spot request {', '.join(gone['spot_requests'])}")
+    if gone["security_group"]:
+        parts.append(f"deleted security group {gone['security_group']}")
+    if gone["key_pair"]:
+        parts.append(f"deleted key pair {gone['key_pair']}")
+    return f"{resource_name(name)}: " + "; ".join(parts) + ". Nothing of it bills any more."

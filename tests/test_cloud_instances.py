@@ -1,0 +1,121 @@
+"""`tenfold cloud up | status | stop | start | down` against the AWS test bed: what is created, and that `down`
+leaves nothing behind. moto's invented public addresses are never contacted (the suite has only loopback)."""
+import json
+import stat
+import subprocess
+
+import boto3
+import pytest
+
+from aws_testbed import ago
+from conftest import Server, assert_one_line_error, run_cli
+from test_cloud_gpus import testbed  # noqa: F401  (the session's moto server)
+
+
+@pytest.fixture
+def cloud(testbed, tmp_path, monkeypatch):  # noqa: F811
+    testbed.reset()
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**testbed.env(tmp_path), "HOME": str(home)}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    testbed.quotas.update({"L-DB2E81BA": 8.0, "L-3819A6DF": 8.0})
+    testbed.spot_prices.append(("g4dn.xlarge", "us-east-1a", 0.2104, ago(1)))
+    testbed.image = testbed.seed_dlami()
+    testbed.home = home
+    return testbed
+
+
+def cli(*args):
+    result = run_cli("cloud", *args, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def ec2():
+    return boto3.client("ec2", region_name="us-east-1")
+
+
+def test_up_creates_a_locked_down_tagged_spot_instance(cloud, tenfold_home):
+    out = cli("up", "gpu", "--spot", "--cidr", "203.0.113.7/32", "--disk", "80")
+    inst = ec2().describe_instances(InstanceIds=[out["instance"]["id"]])["Reservations"][0]["Instances"][0]
+    tags = {t["Key"]: t["Value"] for t in inst["Tags"]}
+    assert tags["tenfold"] == "true" and tags["tenfold:name"] == "gpu" and tags["Name"] == "tenfold-gpu"
+    assert inst["InstanceType"] == "g4dn.xlarge" and inst["ImageId"] == cloud.image
+    assert inst["MetadataOptions"]["HttpTokens"] == "required"           # IMDSv2 only
+    assert inst.get("InstanceLifecycle") == "spot" and out["instance"]["market"] == "spot"
+    volume = ec2().describe_volumes(VolumeIds=[inst["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]])["Volumes"][0]
+    assert (volume["VolumeType"], volume["Size"]) == ("gp3", 80)
+    (group,) = ec2().describe_security_groups(GroupNames=["tenfold-gpu"])["SecurityGroups"]
+    rules = [(p["FromPort"], p["ToPort"], r["CidrIp"]) for p in group["IpPermissions"] for r in p["IpRanges"]]
+    assert rules == [(22, 22, "203.0.113.7/32")]                        # ssh from one address; never 8888
+    key = tenfold_home / "keys" / "tenfold-gpu.pem"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and "PRIVATE KEY" in key.read_text()
+    assert out["cost"]["compute"] == pytest.approx(0.2104)
+    assert out["cost"]["storage"] == pytest.approx(80 * 0.08 / 730) and out["cost"]["ipv4"] == 0.005
+
+
+def test_ssh_config_entry_parses_and_leaves_the_users_own_first(cloud):
+    config = cloud.home / ".ssh" / "config"
+    config.parent.mkdir()
+    config.write_text("Host tenfold-gpu\n    Port 2222\n")  # the user's own setting for the host
+    out = cli("up", "gpu", "--cidr", "203.0.113.7/32")
+    resolved = subprocess.run(["ssh", "-G", "-F", str(config), "tenfold-gpu"], capture_output=True, text=True)
+    assert resolved.returncode == 0, resolved.stderr
+    options = dict(line.split(" ", 1) for line in resolved.stdout.splitlines() if " " in line)
+    assert options["hostname"] == out["instance"]["ip"] and options["user"] == "ubuntu"
+    assert options["port"] == "2222" and options["identitiesonly"] == "yes"
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    run_cli("cloud", "down", "gpu")
+    assert config.read_text() == "Host tenfold-gpu\n    Port 2222\n"
+
+
+def test_caller_address_found_through_the_checkip_service(cloud, monkeypatch):
+    server = Server()
+    server.routes["/"] = (b"198.51.100.23\n", "ok")
+    try:
+        monkeypatch.setenv("TENFOLD_CHECKIP_URL", server.url("/"))
+        cli("up", "gpu")
+    finally:
+        server.close()
+    (group,) = ec2().describe_security_groups(GroupNames=["tenfold-gpu"])["SecurityGroups"]
+    assert [r["CidrIp"] for p in group["IpPermissions"] for r in p["IpRanges"]] == ["198.51.100.23/32"]
+
+
+def test_rerun_finds_the_instance_and_stop_start_down_clean_up(cloud, tenfold_home):
+    first = cli("up", "gpu", "--on-demand", "--cidr", "203.0.113.7/32")
+    again = cli("up", "gpu", "--on-demand", "--cidr", "203.0.113.7/32")
+    assert (first["action"], again["action"]) == ("launched", "found")
+    assert again["instance"]["id"] == first["instance"]["id"] and first["instance"]["market"] == "on-demand"
+    assert first["cost"]["compute"] == 0.526
+    assert cli("stop", "gpu")["state"] == "stopped"
+    restarted = cli("up", "gpu")
+    assert restarted["instance"]["state"] == "running" and restarted["instance"]["id"] == first["instance"]["id"]
+    (row,) = cli("status")
+    assert (row["name"], row["state"], row["type"]) == ("gpu", "running", "g4dn.xlarge")
+    gone = cli("down", "gpu")
+    assert gone["instances"] == [first["instance"]["id"]] and gone["key_pair"] == "tenfold-gpu"
+    state = ec2().describe_instances(InstanceIds=[first["instance"]["id"]])["Reservations"][0]["Instances"][0]["State"]
+    assert state["Name"] == "terminated"
+    assert ec2().describe_security_groups(Filters=[{"Name": "group-name", "Values": ["tenfold-gpu"]}])["SecurityGroups"] == []
+    assert ec2().describe_key_pairs(Filters=[{"Name": "key-name", "Values": ["tenfold-gpu"]}])["KeyPairs"] == []
+    assert not (tenfold_home / "keys" / "tenfold-gpu.pem").exists()
+    assert cli("status") == [] and cli("down", "gpu")["instances"] == []  # a second down is harmless
+
+
+def test_open_to_the_world_only_when_asked_and_with_a_warning(cloud):
+    result = run_cli("cloud", "up", "gpu", "--cidr", "0.0.0.0/0")
+    assert result.returncode == 0, result.stderr
+    assert "warning: ssh will be open to the whole internet" in result.stderr
+    (group,) = ec2().describe_security_groups(GroupNames=["tenfold-gpu"])["SecurityGroups"]
+    assert [(p["FromPort"], r["CidrIp"]) for p in group["IpPermissions"] for r in p["IpRanges"]] == [(22, "0.0.0.0/0")]
+
+
+def test_bad_input_is_one_line_and_launches_nothing(cloud):
+    assert_one_line_error(run_cli("cloud", "up", "--type", "p9.huge", "--cidr", "203.0.113.7/32"), "unknown GPU type")
+    assert_one_line_error(run_cli("cloud", "up", "--disk", "10", "--cidr", "203.0.113.7/32"), "--disk")
+    assert_one_line_error(run_cli("cloud", "up", "--cidr", "somewhere"), "--cidr")
+    assert_one_line_error(run_cli("cloud", "stop", "nosuch"), "no tenfold instance named 'nosuch'")
+    assert_one_line_error(run_cli("cloud", "up", "--spot", "--on-demand"), "not allowed")
+    assert ec2().describe_instances()["Reservations"] == []
