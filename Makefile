@@ -11,7 +11,7 @@ DATA   ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),cifar10)
 EPOCHS ?= 10
 OUT    ?= runs/lenet5-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install train test clean
+.PHONY: install train test test-deps clean
 
 install: $(VENV)/.installed
 
@@ -25,9 +25,17 @@ $(VENV)/.installed: pyproject.toml Makefile
 train: install
 	$(BIN)/tenfold train --data $(DATA) --epochs $(EPOCHS) --out $(OUT)
 
+# The cloud tests' "instance" is a real OpenSSH server on 127.0.0.1: install it (and rsync) where we can.
+test-deps:
+	@if [ ! -x /usr/sbin/sshd ] || ! command -v rsync >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server rsync >/dev/null; \
+	  else echo "note: no sshd/rsync and no root apt-get: the tests that need an ssh server will be skipped"; fi; \
+	fi
+
 # Where the kernel allows it, the suite runs in a network namespace of its own with only loopback: a test that
 # reaches for any address but 127.0.0.1 then fails here instead of leaving the machine.
-test: install
+test: install test-deps
 	@if command -v ip >/dev/null && unshare --net true 2>/dev/null; then \
 	  echo "running the tests with only loopback networking (unshare --net)"; \
 	  unshare --net sh -c 'ip link set lo up && exec $(BIN)/python -m pytest -q'; \

@@ -154,7 +154,7 @@ def cmd_instances(args) -> int:
 
     if args.cloud_command == "up":
         result = inst.up(args.name, args.type, not args.on_demand, args.disk, args.region, args.profile, args.cidr,
-                         args.max_price, args.ami)
+                         args.max_price, args.ami, wait=0 if args.no_wait else args.wait)
         print(json.dumps(result, indent=2) if args.json else inst.format_up(result))
     elif args.cloud_command == "status":
         rows = inst.status(args.region, args.profile)
@@ -183,6 +183,9 @@ def add_instance_commands(csub) -> list:
     p.add_argument("--cidr", help="who may ssh in (default: this machine's public address /32)")
     p.add_argument("--max-price", type=number, help="spot: the most to pay per hour (default none, as AWS advises)")
     p.add_argument("--ami", help="machine image (default: the current Deep Learning AMI, from SSM)")
+    p.add_argument("--wait", type=positive_int, default=600, metavar="SECONDS",
+                   help="how long to wait for ssh to answer (default 600)")
+    p.add_argument("--no-wait", action="store_true", help="return once the instance runs, without waiting for ssh")
     parsers = [p]
     for verb, text in [("status", "tenfold's instances: state, uptime, $/h"),
                        ("stop", "stop the instance (storage still bills)"), ("start", "start it again"),

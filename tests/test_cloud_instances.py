@@ -8,7 +8,12 @@ import boto3
 import pytest
 
 from aws_testbed import ago
-from conftest import Server, assert_one_line_error, run_cli
+import os
+import sys
+import time
+
+from conftest import REPO, Server, assert_one_line_error, run_cli
+from ssh_testbed import SSHD, SshServer, free_port
 from test_cloud_gpus import testbed  # noqa: F401  (the session's moto server)
 
 
@@ -24,10 +29,15 @@ def cloud(testbed, tmp_path, monkeypatch):  # noqa: F811
     testbed.spot_prices.append(("g4dn.xlarge", "us-east-1a", 0.2104, ago(1)))
     testbed.image = testbed.seed_dlami()
     testbed.home = home
+    # Safety: any ssh to tenfold's hosts goes to a closed port on loopback, never to moto's invented addresses.
+    (home / ".ssh").mkdir()
+    (home / ".ssh" / "config").write_text(f"Host tenfold-*\n    HostName 127.0.0.1\n    Port {free_port()}\n\n")
     return testbed
 
 
 def cli(*args):
+    if args[0] == "up":
+        args = (*args, "--no-wait")
     result = run_cli("cloud", *args, "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -58,7 +68,6 @@ def test_up_creates_a_locked_down_tagged_spot_instance(cloud, tenfold_home):
 
 def test_ssh_config_entry_parses_and_leaves_the_users_own_first(cloud):
     config = cloud.home / ".ssh" / "config"
-    config.parent.mkdir()
     config.write_text("Host tenfold-gpu\n    Port 2222\n")  # the user's own setting for the host
     out = cli("up", "gpu", "--cidr", "203.0.113.7/32")
     resolved = subprocess.run(["ssh", "-G", "-F", str(config), "tenfold-gpu"], capture_output=True, text=True)
@@ -105,7 +114,7 @@ def test_rerun_finds_the_instance_and_stop_start_down_clean_up(cloud, tenfold_ho
 
 
 def test_open_to_the_world_only_when_asked_and_with_a_warning(cloud):
-    result = run_cli("cloud", "up", "gpu", "--cidr", "0.0.0.0/0")
+    result = run_cli("cloud", "up", "gpu", "--cidr", "0.0.0.0/0", "--no-wait")
     assert result.returncode == 0, result.stderr
     assert "warning: ssh will be open to the whole internet" in result.stderr
     (group,) = ec2().describe_security_groups(GroupNames=["tenfold-gpu"])["SecurityGroups"]
@@ -119,3 +128,45 @@ def test_bad_input_is_one_line_and_launches_nothing(cloud):
     assert_one_line_error(run_cli("cloud", "stop", "nosuch"), "no tenfold instance named 'nosuch'")
     assert_one_line_error(run_cli("cloud", "up", "--spot", "--on-demand"), "not allowed")
     assert ec2().describe_instances()["Reservations"] == []
+
+
+needs_sshd = pytest.mark.skipif(not os.path.exists(SSHD) or os.geteuid() != 0,
+                                reason="needs OpenSSH's sshd and root (make test installs it)")
+
+
+@needs_sshd
+def test_up_waits_until_ssh_answers_then_ssh_just_works(cloud, tenfold_home, tmp_path):
+    server = SshServer(tmp_path / "sshd")
+    config = cloud.home / ".ssh" / "config"
+    config.write_text(server.user_config())
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "tenfold", "cloud", "up", "gpu", "--cidr", "203.0.113.7/32",
+                                 "--wait", "60", "--json"], cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        key = tenfold_home / "keys" / "tenfold-gpu.pem"
+        deadline = time.monotonic() + 60
+        while not key.exists():  # the instance "boots": its key is installed a little after launch
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        time.sleep(1)
+        server.authorize(key)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert json.loads(out)["action"] == "launched"
+        hello = subprocess.run(["ssh", "-F", str(config), "tenfold-gpu", "echo", "hello from the instance"],
+                               capture_output=True, text=True, timeout=30)
+        assert hello.stdout.strip() == "hello from the instance", hello.stderr
+    finally:
+        server.close()
+
+
+@needs_sshd
+def test_ssh_that_never_answers_is_a_clear_error_that_says_how_to_stop_paying(cloud, tmp_path):
+    server = SshServer(tmp_path / "sshd")  # up, but the instance's key is never installed
+    (cloud.home / ".ssh" / "config").write_text(server.user_config())
+    try:
+        result = run_cli("cloud", "up", "gpu", "--cidr", "203.0.113.7/32", "--wait", "4")
+    finally:
+        server.close()
+    assert_one_line_error(result, "did not answer within 4 s", "tenfold cloud down gpu")
+    assert len(ec2().describe_instances()["Reservations"]) == 1  # still there, as the message says

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tenfold.cloud import aws
 from tenfold.cloud.catalog import load_catalog
+from tenfold.cloud.remote import wait_for_ssh
 from tenfold.cloud.ssh_config import remove_host, write_host
 from tenfold.errors import ConfigError
 from tenfold.fileio import atomic_open, tenfold_home
@@ -24,6 +25,7 @@ CHECKIP_URL = "https://checkip.amazonaws.com"
 GP3_USD_PER_GB_MONTH = 0.08
 IPV4_USD_PER_H = 0.005
 HOURS_PER_MONTH = 730
+SSH_WAIT = 600  # seconds: a Deep Learning AMI takes a few minutes to boot
 
 
 def resource_name(name: str) -> str:
@@ -152,8 +154,8 @@ def volumes(s, instance: dict, region: str) -> list[dict]:
 
 def up(name: str = "default", itype: str = "g4dn.xlarge", spot: bool = True, disk: int = 100,
        region: str | None = None, profile: str | None = None, cidr: str | None = None,
-       max_price: float | None = None, ami: str | None = None) -> dict:
-    """Launch (or find, or start) instance NAME; returns its facts and hourly cost."""
+       max_price: float | None = None, ami: str | None = None, wait: float = SSH_WAIT) -> dict:
+    """Launch (or find, or start) instance NAME and wait up to `wait` seconds (0: not at all) for ssh."""
     if not 30 <= disk <= 16384:
         raise ConfigError(f"--disk must be between 30 and 16384 GB, got {disk}")
     catalog = {c.type: c for c in load_catalog()}
@@ -175,6 +177,8 @@ def up(name: str = "default", itype: str = "g4dn.xlarge", spot: bool = True, dis
         action = "launched"
     if instance.get("PublicIpAddress"):
         write_host(resource_name(name), instance["PublicIpAddress"], key_path(name))
+        if wait > 0:
+            wait_for_ssh(resource_name(name), wait)
     return {"name": name, "action": action, "instance": summary(instance), "cost": hourly_cost(s, instance, region)}
 
 

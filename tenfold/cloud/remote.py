@@ -1,0 +1,34 @@
+"""Reaching an instance: ssh through the user's ssh config (so their bastions and overrides apply)."""
+from __future__ import annotations
+
+import subprocess
+import time
+
+from tenfold.cloud.aws import CloudError
+from tenfold.cloud.ssh_config import config_path
+
+
+def ssh_command(host: str, *remote: str) -> list[str]:
+    return ["ssh", "-F", str(config_path()),
+            "-o", "BatchMode=yes",       # never stop to ask for a password or passphrase
+            "-o", "ConnectTimeout=10",   # a booting instance may drop the first packets: give up and retry
+            host, *remote]
+
+
+def wait_for_ssh(host: str, timeout: float, interval: float = 3.0) -> None:
+    """Until `ssh HOST true` succeeds: a new instance needs a minute or two before its key is installed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            r = subprocess.run(ssh_command(host, "true"), capture_output=True, text=True, timeout=60)
+        except FileNotFoundError:
+            raise CloudError("no ssh client found: install OpenSSH (e.g. `apt install openssh-client`)") from None
+        except subprocess.TimeoutExpired:
+            r = None
+        if r is not None and r.returncode == 0:
+            return
+        if time.monotonic() >= deadline:
+            why = (r.stderr.strip().splitlines() or ["no answer"])[-1] if r is not None else "no answer"
+            raise CloudError(f"{host} is running (and billing) but ssh did not answer within {timeout:.0f} s ({why}); "
+                             f"try `ssh {host}`, or stop paying with `tenfold cloud down {host.removeprefix('tenfold-')}`")
+        time.sleep(interval)

@@ -1,0 +1,58 @@
+"""'The instance': a real OpenSSH server on 127.0.0.1 with its own host key, reached through the test HOME's
+~/.ssh/config, which maps tenfold's host names to it (as a user maps a bastion). Keys are authorised as a
+cloud instance's boot would install them: when the test says so."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+SSHD = "/usr/sbin/sshd"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SshServer:
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.authorized = root / "authorized_keys"
+        self.authorized.write_text("")
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "host_ed25519")], check=True)
+        config = root / "sshd_config"
+        config.write_text("\n".join([
+            f"Port {self.port}", "ListenAddress 127.0.0.1", f"HostKey {root / 'host_ed25519'}",
+            f"PidFile {root / 'sshd.pid'}", f"AuthorizedKeysFile {self.authorized}", "StrictModes no", "UsePAM no",
+            "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password",
+            "LogLevel ERROR", ""]))
+        os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege-separation directory
+        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    break
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"sshd did not start: {self.proc.stderr.read()}")
+            time.sleep(0.05)
+
+    def user_config(self) -> str:
+        """What the test HOME's ~/.ssh/config says before tenfold adds its own blocks."""
+        return f"Host tenfold-*\n    HostName 127.0.0.1\n    Port {self.port}\n    User root\n\n"
+
+    def authorize(self, private_key: Path) -> None:
+        public = subprocess.run(["ssh-keygen", "-y", "-f", str(private_key)], capture_output=True, text=True,
+                                check=True).stdout
+        with open(self.authorized, "a") as f:
+            f.write(public)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
