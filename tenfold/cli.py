@@ -135,6 +135,8 @@ def cmd_cloud(args) -> int:
     g = cloud_module()
     if args.cloud_command in ("up", "status", "stop", "start", "down"):
         return cmd_instances(args)
+    if args.cloud_command in ("run", "logs"):
+        return cmd_jobs(args)
     if args.cloud_command == "gpus":
         result = g.gpus(args.region, args.profile, args.history, args.regions)
         print(json.dumps(result, indent=2, default=str) if args.json else g.format_gpus(result))
@@ -147,6 +149,31 @@ def cmd_cloud(args) -> int:
         result = g.quota(args.region, args.profile)
         print(json.dumps(result, indent=2) if args.json else g.format_quota(result))
     return 0
+
+
+def cmd_jobs(args) -> int:
+    from pathlib import Path
+
+    from tenfold.cloud import jobs
+
+    host = args.host or f"tenfold-{args.name}"
+    if args.cloud_command == "logs":
+        status = jobs.follow(host)
+    else:
+        command = args.remote
+        if (args.stop or args.down) and args.host:
+            raise TenfoldError("--stop and --down are for tenfold's cloud instances, not for --host")
+        jobs.start(host, command, Path.cwd())
+        print(f"tenfold: started on {host}: {' '.join(command)} (Ctrl-C detaches; `tenfold cloud logs` reattaches)",
+              file=sys.stderr)
+        status = jobs.follow(host)
+        fetched = jobs.fetch(host, Path.cwd())
+        print(f"tenfold: job exited with {status}; fetched {', '.join(fetched) or 'nothing'}", file=sys.stderr)
+        if args.stop or args.down:
+            from tenfold.cloud import instances
+            (instances.down if args.down else instances.stop)(args.name, args.region, args.profile)
+            print(f"tenfold: tenfold-{args.name} {'terminated' if args.down else 'stopped'}", file=sys.stderr)
+    return status
 
 
 def cmd_instances(args) -> int:
@@ -187,12 +214,23 @@ def add_instance_commands(csub) -> list:
                    help="how long to wait for ssh to answer (default 600)")
     p.add_argument("--no-wait", action="store_true", help="return once the instance runs, without waiting for ssh")
     parsers = [p]
+    r = csub.add_parser("run", help="sync this folder and the data, run a command detached on the instance, "
+                                    "stream its log, fetch runs/ back")
+    r.add_argument("--host", help="any ssh host (user@address or an ~/.ssh/config name) instead of an instance")
+    after = r.add_mutually_exclusive_group()
+    after.add_argument("--stop", action="store_true", help="stop the instance when the job ends")
+    after.add_argument("--down", action="store_true", help="terminate the instance when the job ends")
+    r.add_argument("name", nargs="?", default="default", metavar="NAME", help="the instance's name (default: default)")
+    r.add_argument("remote", nargs="*", metavar="-- COMMAND", help="what to run there, after --")
+    lg = csub.add_parser("logs", help="follow the running job's log until it ends")
+    lg.add_argument("--host", help="any ssh host instead of an instance")
+    parsers.extend([r, lg])
     for verb, text in [("status", "tenfold's instances: state, uptime, $/h"),
                        ("stop", "stop the instance (storage still bills)"), ("start", "start it again"),
                        ("down", "terminate it and delete everything tenfold made for it")]:
         parsers.append(csub.add_parser(verb, help=text))
     for parser in parsers:
-        if parser.prog.split()[-1] != "status":
+        if parser.prog.split()[-1] not in ("status", "run"):
             parser.add_argument("name", nargs="?", default="default", metavar="NAME",
                                 help="the instance's name (default: default)")
     return parsers
@@ -253,7 +291,16 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    remote = []
+    if argv[:2] == ["cloud", "run"] and "--" in argv:  # everything after -- is the remote command, untouched
+        cut = argv.index("--")
+        argv, remote = argv[:cut], argv[cut + 1:]
     args = make_parser().parse_args(argv)
+    if argv[:2] == ["cloud", "run"]:
+        if args.remote:
+            make_parser().error(f"put the command to run after --: tenfold cloud run [NAME] -- {' '.join(args.remote)}")
+        args.remote = remote
     try:
         return COMMANDS[args.command](args)
     except TenfoldError as e:
