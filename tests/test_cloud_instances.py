@@ -156,6 +156,17 @@ def test_up_waits_until_ssh_answers_then_ssh_just_works(cloud, tenfold_home, tmp
         hello = subprocess.run(["ssh", "-F", str(config), "tenfold-gpu", "echo", "hello from the instance"],
                                capture_output=True, text=True, timeout=30)
         assert hello.stdout.strip() == "hello from the instance", hello.stderr
+        # the whole trip: a job on the instance, its results back, and the instance gone afterwards
+        project = tmp_path / "project"
+        project.mkdir()
+        (project / "job.py").write_text("import pathlib\npathlib.Path('runs/a').mkdir(parents=True)\n"
+                                        "pathlib.Path('runs/a/done').write_text('yes')\nprint('trained')\n")
+        env = {"TENFOLD_REMOTE_DIR": str(tmp_path / "remote")}
+        job = run_cli("cloud", "run", "gpu", "--down", "--", "python3", "job.py", cwd=project, env=env)
+        assert job.returncode == 0 and job.stdout.strip() == "trained", job.stderr
+        assert (project / "runs" / "a" / "done").read_text() == "yes"
+        assert cli("status") == []
+        assert "tenfold-gpu" not in config.read_text()
     finally:
         server.close()
 
