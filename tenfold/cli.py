@@ -137,6 +137,11 @@ def cmd_cloud(args) -> int:
         return cmd_instances(args)
     if args.cloud_command in ("run", "logs"):
         return cmd_jobs(args)
+    if args.cloud_command == "cost":
+        from tenfold.cloud import cost
+        result = cost.report(args.region, args.profile)
+        print(json.dumps(result, indent=2, default=str) if args.json else cost.format_report(result))
+        return 0
     if args.cloud_command == "gpus":
         result = g.gpus(args.region, args.profile, args.history, args.regions)
         print(json.dumps(result, indent=2, default=str) if args.json else g.format_gpus(result))
@@ -224,13 +229,14 @@ def add_instance_commands(csub) -> list:
     r.add_argument("remote", nargs="*", metavar="-- COMMAND", help="what to run there, after --")
     lg = csub.add_parser("logs", help="follow the running job's log until it ends")
     lg.add_argument("--host", help="any ssh host instead of an instance")
-    parsers.extend([r, lg])
+    parsers.extend([r, lg, csub.add_parser("cost", help="what tenfold's instances have cost so far: compute, "
+                                                      "storage, public IPv4")])
     for verb, text in [("status", "tenfold's instances: state, uptime, $/h"),
                        ("stop", "stop the instance (storage still bills)"), ("start", "start it again"),
                        ("down", "terminate it and delete everything tenfold made for it")]:
         parsers.append(csub.add_parser(verb, help=text))
     for parser in parsers:
-        if parser.prog.split()[-1] not in ("status", "run"):
+        if parser.prog.split()[-1] not in ("status", "run", "cost"):
             parser.add_argument("name", nargs="?", default="default", metavar="NAME",
                                 help="the instance's name (default: default)")
     return parsers

@@ -111,6 +111,9 @@ def test_rerun_finds_the_instance_and_stop_start_down_clean_up(cloud, tenfold_ho
     assert ec2().describe_key_pairs(Filters=[{"Name": "key-name", "Values": ["tenfold-gpu"]}])["KeyPairs"] == []
     assert not (tenfold_home / "keys" / "tenfold-gpu.pem").exists()
     assert cli("status") == [] and cli("down", "gpu")["instances"] == []  # a second down is harmless
+    (row,) = cli("cost")["instances"]  # the ledger saw launch, stop, start, terminate
+    assert row["id"] == first["instance"]["id"] and row["terminated"] and row["market"] == "on-demand"
+    assert row["compute_usd"] == pytest.approx(row["running_hours"] * 0.526)
 
 
 def test_open_to_the_world_only_when_asked_and_with_a_warning(cloud):

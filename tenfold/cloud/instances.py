@@ -13,7 +13,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from tenfold.cloud import aws
+from tenfold.cloud import aws, cost
 from tenfold.cloud.catalog import load_catalog
 from tenfold.cloud.remote import wait_for_ssh
 from tenfold.cloud.ssh_config import remove_host, write_host
@@ -22,9 +22,6 @@ from tenfold.fileio import atomic_open, tenfold_home
 
 DLAMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
 CHECKIP_URL = "https://checkip.amazonaws.com"
-GP3_USD_PER_GB_MONTH = 0.08
-IPV4_USD_PER_H = 0.005
-HOURS_PER_MONTH = 730
 SSH_WAIT = 600  # seconds: a Deep Learning AMI takes a few minutes to boot
 
 
@@ -140,8 +137,8 @@ def hourly_cost(s, instance: dict, region: str) -> dict:
     else:
         compute = catalog[itype].on_demand_usd_per_h if itype in catalog else None
     disk = sum(v.get("Size", 0) for v in volumes(s, instance, region))
-    return {"compute": compute, "storage": disk * GP3_USD_PER_GB_MONTH / HOURS_PER_MONTH,
-            "ipv4": IPV4_USD_PER_H if instance.get("PublicIpAddress") else 0.0}
+    return {"compute": compute, "storage": disk * cost.GP3_USD_PER_GB_MONTH / cost.HOURS_PER_MONTH,
+            "ipv4": cost.IPV4_USD_PER_H if instance.get("PublicIpAddress") else 0.0}
 
 
 def volumes(s, instance: dict, region: str) -> list[dict]:
@@ -174,6 +171,7 @@ def up(name: str = "default", itype: str = "g4dn.xlarge", spot: bool = True, dis
         key = ensure_key_pair(s, name, region)
         group = ensure_security_group(s, name, region, allowed)
         instance = launch(s, name, region, itype, spot, disk, dlami(s, region, ami), key, group, max_price)
+        cost.record("launch", instance, name, region, disk)
         action = "launched"
     if instance.get("PublicIpAddress"):
         write_host(resource_name(name), instance["PublicIpAddress"], key_path(name))
@@ -221,6 +219,7 @@ def stop(name: str = "default", region: str | None = None, profile: str | None =
         ec2.stop_instances(InstanceIds=[inst["InstanceId"]])
         ec2.get_waiter("instance_stopped").wait(InstanceIds=[inst["InstanceId"]],
                                                 WaiterConfig={"Delay": 5, "MaxAttempts": 120})
+    cost.record("stop", inst, name, region)
     return summary(one(s, name, region))
 
 
@@ -234,6 +233,7 @@ def start(name: str = "default", region: str | None = None, profile: str | None 
         ec2.get_waiter("instance_running").wait(InstanceIds=[inst["InstanceId"]],
                                                 WaiterConfig={"Delay": 5, "MaxAttempts": 120})
     inst = one(s, name, region)
+    cost.record("start", inst, name, region)
     if inst.get("PublicIpAddress"):  # a restarted instance gets a new public address
         write_host(resource_name(name), inst["PublicIpAddress"], key_path(name))
     return inst
@@ -256,6 +256,8 @@ def down(name: str = "default", region: str | None = None, profile: str | None =
             ec2.terminate_instances(InstanceIds=ids)
             ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig={"Delay": 5, "MaxAttempts": 120})
             gone["instances"] = ids
+            for inst in instances:
+                cost.record("terminate", inst, name, region)
         groups = ec2.describe_security_groups(
             Filters=[{"Name": "group-name", "Values": [resource_name(name)]}])["SecurityGroups"]
         for g in groups:
@@ -270,10 +272,10 @@ def down(name: str = "default", region: str | None = None, profile: str | None =
     return gone
 
 
-def per_hour(cost: dict) -> str:
-    total = (cost["compute"] or 0.0) + cost["storage"] + cost["ipv4"]
-    compute = "unknown" if cost["compute"] is None else f"${cost['compute']:.4f}"
-    return f"${total:.4f}/h (compute {compute}, gp3 storage ${cost['storage']:.4f}, IPv4 ${cost['ipv4']:.4f})"
+def per_hour(rates: dict) -> str:
+    total = (rates["compute"] or 0.0) + rates["storage"] + rates["ipv4"]
+    compute = "unknown" if rates["compute"] is None else f"${rates['compute']:.4f}"
+    return f"${total:.4f}/h (compute {compute}, gp3 storage ${rates['storage']:.4f}, IPv4 ${rates['ipv4']:.4f})"
 
 
 def format_up(result: dict) -> str:

@@ -1,0 +1,157 @@
+"""`tenfold cloud cost`: what tenfold's instances cost, from a ledger of what tenfold did to them.
+
+Every launch, start, stop and termination tenfold makes is appended to $TENFOLD_HOME/cloud/ledger.jsonl. The
+report turns the running intervals into compute hours x price (spot: the zone's price history, interval by
+interval), adds gp3 storage (GB-months from launch to termination) and the public IPv4 address (hours running).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+from pathlib import Path
+
+from tenfold.cloud import aws
+from tenfold.cloud.catalog import load_catalog
+from tenfold.fileio import tenfold_home
+
+GP3_USD_PER_GB_MONTH = 0.08
+IPV4_USD_PER_H = 0.005
+HOURS_PER_MONTH = 730
+
+
+def ledger_path() -> Path:
+    return tenfold_home() / "cloud" / "ledger.jsonl"
+
+
+def now() -> datetime.datetime:
+    """The report's clock: $TENFOLD_NOW (ISO 8601) when set, which is how the tests fix it."""
+    text = os.environ.get("TENFOLD_NOW")
+    return datetime.datetime.fromisoformat(text) if text else datetime.datetime.now(datetime.timezone.utc)
+
+
+def record(event: str, instance: dict, name: str, region: str, disk_gb: int = 0) -> None:
+    """Append one event; one short line written at once, so a crash cannot tear an earlier one."""
+    entry = {"time": now().isoformat(), "event": event, "name": name, "id": instance["InstanceId"],
+             "type": instance["InstanceType"], "zone": instance["Placement"]["AvailabilityZone"], "region": region,
+             "market": "spot" if instance.get("InstanceLifecycle") == "spot" else "on-demand", "disk_gb": disk_gb}
+    path = ledger_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_ledger() -> dict[str, list[dict]]:
+    """instance id -> its events in order; a damaged line is skipped, never fatal."""
+    events: dict[str, list[dict]] = {}
+    if ledger_path().exists():
+        for line in ledger_path().read_text().splitlines():
+            try:
+                e = json.loads(line)
+                e["time"] = datetime.datetime.fromisoformat(e["time"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            events.setdefault(e["id"], []).append(e)
+    return events
+
+
+def intervals(events: list[dict], end: datetime.datetime) -> tuple[list[tuple], datetime.datetime, datetime.datetime]:
+    """(running intervals, launch time, end of storage) from one instance's events."""
+    running, since = [], None
+    launched = events[0]["time"]
+    stored_until = end
+    for e in events:
+        if e["event"] in ("launch", "start") and since is None:
+            since = e["time"]
+        elif e["event"] in ("stop", "terminate") and since is not None:
+            running.append((since, e["time"]))
+            since = None
+        if e["event"] == "terminate":
+            stored_until = e["time"]
+    if since is not None:
+        running.append((since, end))
+    return running, launched, stored_until
+
+
+def spot_cost(prices: list[tuple[datetime.datetime, float]], start: datetime.datetime,
+              end: datetime.datetime) -> float:
+    """The integral of a piecewise-constant price over [start, end], in $ (prices sorted by time)."""
+    total, current = 0.0, None
+    for t, p in prices:
+        if t <= start:
+            current = p
+    points = [(start, current)] + [(t, p) for t, p in prices if start < t < end] + [(end, None)]
+    for (t0, p0), (t1, _) in zip(points, points[1:]):
+        if p0 is None:
+            raise aws.CloudError(f"no spot price known for {start:%Y-%m-%d %H:%M}: cannot cost that interval")
+        total += p0 * (t1 - t0).total_seconds() / 3600
+    return total
+
+
+def reconcile(s, ledger: dict[str, list[dict]]) -> None:
+    """An instance that stopped without tenfold (a spot interruption, the console) gets its stop added, at the
+    time AWS gives in StateTransitionReason; where none is given, the report runs to now (it overstates)."""
+    for iid, events in ledger.items():
+        if events[-1]["event"] not in ("launch", "start"):
+            continue
+        try:
+            with aws.aws_errors(events[-1]["region"]):
+                found = aws.client(s, "ec2", events[-1]["region"]).describe_instances(InstanceIds=[iid])
+        except aws.CloudError:
+            continue  # gone from AWS's view or no access: keep what the ledger knows
+        inst = found["Reservations"][0]["Instances"][0] if found["Reservations"] else None
+        if inst is None or inst["State"]["Name"] not in ("stopped", "terminated"):
+            continue
+        match = re.search(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) GMT\)", inst.get("StateTransitionReason", ""))
+        if match:
+            when = datetime.datetime.fromisoformat(match[1]).replace(tzinfo=datetime.timezone.utc)
+            events.append({**events[-1], "event": "stop" if inst["State"]["Name"] == "stopped" else "terminate",
+                           "time": when})
+
+
+def report(region: str | None = None, profile: str | None = None) -> dict:
+    end = now()
+    catalog = {c.type: c for c in load_catalog()}
+    ledger = read_ledger()
+    if ledger:
+        reconcile(aws.session(region, profile), ledger)
+    s = aws.session(region, profile) if ledger else None
+    rows = []
+    for iid, events in ledger.items():
+        first = events[0]
+        running, launched, stored_until = intervals(events, end)
+        hours = sum((b - a).total_seconds() for a, b in running) / 3600
+        if first["market"] == "spot":
+            history = aws.spot_history(s, [first["type"]], since=launched - datetime.timedelta(days=1),
+                                       region=first["region"])
+            prices = sorted((r["Timestamp"], float(r["SpotPrice"])) for r in history
+                            if r["AvailabilityZone"] == first["zone"])
+            compute = sum(spot_cost(prices, a, b) for a, b in running)
+        else:
+            compute = hours * catalog[first["type"]].on_demand_usd_per_h
+        storage_h = (stored_until - launched).total_seconds() / 3600
+        rows.append({"name": first["name"], "id": iid, "type": first["type"], "market": first["market"],
+                     "running_hours": hours, "compute_usd": compute,
+                     "storage_usd": first["disk_gb"] * GP3_USD_PER_GB_MONTH * storage_h / HOURS_PER_MONTH,
+                     "ipv4_usd": hours * IPV4_USD_PER_H,
+                     "terminated": any(e["event"] == "terminate" for e in events)})
+    for r in rows:
+        r["total_usd"] = r["compute_usd"] + r["storage_usd"] + r["ipv4_usd"]
+    return {"as_of": end.isoformat(), "instances": rows, "total_usd": sum(r["total_usd"] for r in rows)}
+
+
+def format_report(result: dict) -> str:
+    if not result["instances"]:
+        return "no tenfold instances launched from this machine yet"
+    lines = [f"{'name':<12} {'instance':<20} {'type':<13} {'market':<9} {'hours':>7} {'compute $':>9} "
+             f"{'storage $':>9} {'IPv4 $':>7} {'total $':>8}"]
+    for r in result["instances"]:
+        lines.append(f"{r['name']:<12} {r['id']:<20} {r['type']:<13} {r['market']:<9} {r['running_hours']:>7.2f} "
+                     f"{r['compute_usd']:>9.4f} {r['storage_usd']:>9.4f} {r['ipv4_usd']:>7.4f} {r['total_usd']:>8.4f}"
+                     + ("" if r["terminated"] else "  (still exists)"))
+    lines.append(f"total ${result['total_usd']:.4f} as of {result['as_of']} "
+                 "(list prices; tax and data transfer not included)")
+    return "\n".join(lines)
