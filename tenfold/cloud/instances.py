@@ -210,30 +210,28 @@ def one(s, name: str, region: str) -> dict:
     return found[0]
 
 
-def stop(name: str = "default", region: str | None = None, profile: str | None = None) -> dict:
+def change_state(name: str, region: str | None, profile: str | None, verb: str) -> dict:
+    """Stop or start instance NAME, wait until it is there, and note it in the cost ledger."""
     s = aws.session(region, profile)
     region = aws.region_of(s)
     inst = one(s, name, region)
     ec2 = aws.client(s, "ec2", region)
+    call, waiter = {"stop": (ec2.stop_instances, "instance_stopped"),
+                    "start": (ec2.start_instances, "instance_running")}[verb]
     with aws.aws_errors(region):
-        ec2.stop_instances(InstanceIds=[inst["InstanceId"]])
-        ec2.get_waiter("instance_stopped").wait(InstanceIds=[inst["InstanceId"]],
-                                                WaiterConfig={"Delay": 5, "MaxAttempts": 120})
-    cost.record("stop", inst, name, region)
-    return summary(one(s, name, region))
+        call(InstanceIds=[inst["InstanceId"]])
+        ec2.get_waiter(waiter).wait(InstanceIds=[inst["InstanceId"]], WaiterConfig={"Delay": 5, "MaxAttempts": 120})
+    inst = one(s, name, region)
+    cost.record(verb, inst, name, region)
+    return inst
+
+
+def stop(name: str = "default", region: str | None = None, profile: str | None = None) -> dict:
+    return summary(change_state(name, region, profile, "stop"))
 
 
 def start(name: str = "default", region: str | None = None, profile: str | None = None) -> dict:
-    s = aws.session(region, profile)
-    region = aws.region_of(s)
-    inst = one(s, name, region)
-    ec2 = aws.client(s, "ec2", region)
-    with aws.aws_errors(region):
-        ec2.start_instances(InstanceIds=[inst["InstanceId"]])
-        ec2.get_waiter("instance_running").wait(InstanceIds=[inst["InstanceId"]],
-                                                WaiterConfig={"Delay": 5, "MaxAttempts": 120})
-    inst = one(s, name, region)
-    cost.record("start", inst, name, region)
+    inst = change_state(name, region, profile, "start")
     if inst.get("PublicIpAddress"):  # a restarted instance gets a new public address
         write_host(resource_name(name), inst["PublicIpAddress"], key_path(name))
     return inst
