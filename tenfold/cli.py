@@ -137,6 +137,10 @@ def cmd_cloud(args) -> int:
         return cmd_instances(args)
     if args.cloud_command in ("run", "logs"):
         return cmd_jobs(args)
+    if args.cloud_command == "ssh":
+        from tenfold.cloud.remote import ssh_command
+        command = ssh_command(args.host or f"tenfold-{args.name}", batch=False)
+        os.execvp(command[0], command)  # the user's session from here on
     if args.cloud_command == "cost":
         from tenfold.cloud import cost
         result = cost.report(args.region, args.profile)
@@ -229,7 +233,9 @@ def add_instance_commands(csub) -> list:
     r.add_argument("remote", nargs="*", metavar="-- COMMAND", help="what to run there, after --")
     lg = csub.add_parser("logs", help="follow the running job's log until it ends")
     lg.add_argument("--host", help="any ssh host instead of an instance")
-    parsers.extend([r, lg, csub.add_parser("cost", help="what tenfold's instances have cost so far: compute, "
+    sh = csub.add_parser("ssh", help="an interactive shell on the instance")
+    sh.add_argument("--host", help="any ssh host instead of an instance")
+    parsers.extend([r, lg, sh, csub.add_parser("cost", help="what tenfold's instances have cost so far: compute, "
                                                       "storage, public IPv4")])
     for verb, text in [("status", "tenfold's instances: state, uptime, $/h"),
                        ("stop", "stop the instance (storage still bills)"), ("start", "start it again"),

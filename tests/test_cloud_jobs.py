@@ -90,3 +90,9 @@ def test_one_job_at_a_time_and_clear_errors(box):
     assert_one_line_error(run_cli("cloud", "run", "--host", "box", cwd=box["project"]), "nothing to run")
     assert_one_line_error(run_cli("cloud", "run", "--host", "box", "--stop", "--", "true", cwd=box["project"]),
                           "--host")
+
+
+def test_ssh_opens_a_session_on_the_host(box):
+    result = subprocess.run([sys.executable, "-m", "tenfold", "cloud", "ssh", "--host", "box"], input="echo $((6*7))\n",
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip().splitlines()[-1] == "42", result.stderr

@@ -8,9 +8,10 @@ from tenfold.cloud.aws import CloudError
 from tenfold.cloud.ssh_config import config_path
 
 
-def ssh_command(host: str, *remote: str) -> list[str]:
+def ssh_command(host: str, *remote: str, batch: bool = True) -> list[str]:
     return ["ssh", "-F", str(config_path()),
-            "-o", "BatchMode=yes",       # never stop to ask for a password or passphrase
+            # never stop to ask for a password or passphrase (except in an interactive session)
+            *(["-o", "BatchMode=yes"] if batch else []),
             "-o", "ConnectTimeout=10",   # a booting instance may drop the first packets: give up and retry
             host, *remote]
 
