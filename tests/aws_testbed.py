@@ -10,6 +10,8 @@ import json
 import urllib.request
 from pathlib import Path
 
+from moto.ec2.exceptions import EC2ClientError
+from moto.ec2.responses.instances import InstanceResponse
 from moto.ec2.responses.spot_instances import SpotInstances
 from moto.server import ThreadedMotoServer
 from moto.servicequotas.responses import ServiceQuotasResponse
@@ -24,6 +26,7 @@ class AwsTestBed:
         self.quotas: dict[str, float] = {}
         self.quota_requests: list[dict] = []
         self.spot_prices: list[tuple[str, str, float, datetime.datetime]] = []  # type, zone, price, since
+        self.launch_faults: list[list] = []  # [AWS error code, message, times left]: RunInstances fails so
         self.patches = self.install()
 
     def env(self, home: Path) -> dict[str, str]:
@@ -40,6 +43,11 @@ class AwsTestBed:
         self.quotas.clear()
         self.quota_requests.clear()
         self.spot_prices.clear()
+        self.launch_faults.clear()
+
+    def fail_launches(self, code: str, message: str = "injected by the test", times: int = 1) -> None:
+        """The next `times` RunInstances calls fail with this AWS error (a 400, which botocore does not retry)."""
+        self.launch_faults.append([code, message, times])
 
     def install(self) -> list[tuple]:
         bed = self
@@ -82,7 +90,19 @@ class AwsTestBed:
                 {"InstanceType": t, "ProductDescription": "Linux/UNIX", "SpotPrice": f"{p:.6f}",
                  "AvailabilityZone": z, "Timestamp": ts.strftime("%Y-%m-%dT%H:%M:%S.000Z")} for t, z, p, ts in records]})
 
-        patches = [(ServiceQuotasResponse, "get_service_quota", get_service_quota),
+        original_run = InstanceResponse.run_instances
+
+        def run_instances(handler):
+            if bed.launch_faults:
+                fault = bed.launch_faults[0]
+                fault[2] -= 1
+                if fault[2] <= 0:
+                    bed.launch_faults.pop(0)
+                raise EC2ClientError(fault[0], fault[1])
+            return original_run(handler)
+
+        patches = [(InstanceResponse, "run_instances", run_instances),
+                   (ServiceQuotasResponse, "get_service_quota", get_service_quota),
                    (ServiceQuotasResponse, "request_service_quota_increase", request_service_quota_increase),
                    (SpotInstances, "describe_spot_price_history", describe_spot_price_history)]
         saved = [(cls, name, cls.__dict__.get(name)) for cls, name, _ in patches]

@@ -184,3 +184,40 @@ def test_ssh_that_never_answers_is_a_clear_error_that_says_how_to_stop_paying(cl
         server.close()
     assert_one_line_error(result, "did not answer within 4 s", "tenfold cloud down gpu")
     assert len(ec2().describe_instances()["Reservations"]) == 1  # still there, as the message says
+
+
+def nothing_left(name="gpu"):
+    assert ec2().describe_instances(Filters=[{"Name": "instance-state-name",
+                                              "Values": ["pending", "running", "stopped"]}])["Reservations"] == []
+    assert ec2().describe_security_groups(Filters=[{"Name": "group-name", "Values": [f"tenfold-{name}"]}])["SecurityGroups"] == []
+    assert ec2().describe_key_pairs(Filters=[{"Name": "key-name", "Values": [f"tenfold-{name}"]}])["KeyPairs"] == []
+
+
+@pytest.mark.parametrize("code,words", [
+    ("VcpuLimitExceeded", ["L-DB2E81BA", "tenfold cloud quota --request 8`"]),
+    ("MaxSpotInstanceCountExceeded", ["L-3819A6DF", "--request 8 --spot"]),
+    ("SpotMaxPriceTooLow", ["--max-price 0.01", "leave it out"]),
+    ("Unsupported", ["cannot be launched in us-east-1", "--regions"]),
+    ("AuthFailure", ["rejected the credentials"]),
+])
+def test_each_launch_failure_gives_its_advice_and_leaves_nothing(cloud, code, words, tenfold_home):
+    cloud.fail_launches(code)
+    spot = [] if code == "VcpuLimitExceeded" else ["--spot", "--max-price", "0.01"] if code == "SpotMaxPriceTooLow" \
+        else ["--spot"]
+    result = run_cli("cloud", "up", "gpu", *(spot or ["--on-demand"]), "--cidr", "203.0.113.7/32", "--no-wait")
+    assert_one_line_error(result, *words)
+    nothing_left()
+    assert not (tenfold_home / "keys" / "tenfold-gpu.pem").exists()
+
+
+def test_no_capacity_retries_in_the_other_zones(cloud):
+    cloud.fail_launches("InsufficientInstanceCapacity", times=1)
+    out = cli("up", "gpu", "--cidr", "203.0.113.7/32")
+    assert out["action"] == "launched" and out["instance"]["state"] == "running"
+
+
+def test_no_capacity_anywhere_suggests_other_types(cloud):
+    cloud.fail_launches("InsufficientInstanceCapacity", times=50)
+    result = run_cli("cloud", "up", "gpu", "--cidr", "203.0.113.7/32", "--no-wait")
+    assert_one_line_error(result, "no spot capacity for g4dn.xlarge in any zone", "--type g6.xlarge", "--on-demand")
+    nothing_left()

@@ -149,3 +149,32 @@ def find_instances(s: boto3.Session, name: str | None, region: str | None = None
 
 
 NAME_TAG = "tenfold:name"
+
+
+class LaunchError(CloudError):
+    """RunInstances failed; `code` is AWS's error code, for advice that knows the launch."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def run_instance(s: boto3.Session, args: dict, region: str) -> dict:
+    """RunInstances; when AWS has no capacity, again in each other zone of the default VPC (its subnets)."""
+    ec2 = client(s, "ec2", region)
+    with aws_errors(region):
+        subnets = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
+    tries = [None] + [sn["SubnetId"] for sn in sorted(subnets, key=lambda sn: sn["AvailabilityZone"])]
+    for subnet in tries:
+        try:
+            return ec2.run_instances(**args, **({"SubnetId": subnet} if subnet else {}))["Instances"][0]
+        except botocore.exceptions.ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            if code != "InsufficientInstanceCapacity":
+                if code in ADVICE:
+                    raise CloudError(ADVICE[code]) from None
+                raise LaunchError(code, e.response.get("Error", {}).get("Message", "")) from None
+        except botocore.exceptions.BotoCoreError:
+            with aws_errors(region):
+                raise
+    raise LaunchError("InsufficientInstanceCapacity", "no capacity in any zone")

@@ -6,6 +6,7 @@ of it, so nothing is left that bills.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import os
@@ -14,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from tenfold.cloud import aws, cost
-from tenfold.cloud.catalog import load_catalog
+from tenfold.cloud.catalog import QUOTA_CODES, load_catalog
 from tenfold.cloud.remote import wait_for_ssh
 from tenfold.cloud.ssh_config import remove_host, write_host
 from tenfold.errors import ConfigError
@@ -121,10 +122,36 @@ def launch(s, name: str, region: str, itype: str, spot: bool, disk: int, image: 
                 options["MaxPrice"] = f"{max_price:.4f}"
             args["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": options}
             args["TagSpecifications"].append({"ResourceType": "spot-instances-request", "Tags": tags(name)})
-        instance = ec2.run_instances(**args)["Instances"][0]
+    try:
+        instance = aws.run_instance(s, args, region)
+    except aws.LaunchError as e:
+        raise aws.CloudError(launch_advice(e, itype, spot, max_price, region)) from None
+    with aws.aws_errors(region):
         ec2.get_waiter("instance_running").wait(InstanceIds=[instance["InstanceId"]],
                                                 WaiterConfig={"Delay": 5, "MaxAttempts": 120})
         return ec2.describe_instances(InstanceIds=[instance["InstanceId"]])["Reservations"][0]["Instances"][0]
+
+
+def launch_advice(e: "aws.LaunchError", itype: str, spot: bool, max_price: float | None, region: str) -> str:
+    """One line for each way a launch fails, saying what to do."""
+    c = {c.type: c for c in load_catalog()}[itype]
+    market, family = ("spot" if spot else "on-demand"), aws.quota_family(itype)
+    if e.code in ("VcpuLimitExceeded", "MaxSpotInstanceCountExceeded"):
+        code = QUOTA_CODES[(family, spot)]
+        return (f"the account's {market} vCPU quota for {family.upper()} instances ({code}) in {region} does not "
+                f"cover a {itype} ({c.vcpus} vCPUs): see `tenfold cloud quota`, ask for more with "
+                f"`tenfold cloud quota --request {max(c.vcpus, 8)}{' --spot' if spot else ''}"
+                f"{' --family p' if family == 'p' else ''}`")
+    if e.code == "InsufficientInstanceCapacity":
+        others = [t for t in ("g6.xlarge", "g5.xlarge", "g4dn.xlarge") if t != itype][:2]
+        return (f"AWS has no {market} capacity for {itype} in any zone of {region} right now: try "
+                f"--type {' or --type '.join(others)}, another --region, {'--on-demand, ' if spot else ''}or later")
+    if e.code == "SpotMaxPriceTooLow":
+        return (f"--max-price {max_price} is below the current spot price of {itype}: raise it, or leave it out "
+                "(AWS advises no maximum)")
+    if e.code in ("Unsupported", "InvalidParameterValue", "InvalidInstanceType"):
+        return f"{itype} cannot be launched in {region} ({e}): see `tenfold cloud gpus --regions`"
+    return f"AWS refused the launch ({e.code}: {e})"
 
 
 def hourly_cost(s, instance: dict, region: str) -> dict:
@@ -170,7 +197,12 @@ def up(name: str = "default", itype: str = "g4dn.xlarge", spot: bool = True, dis
         allowed = caller_cidr(cidr)
         key = ensure_key_pair(s, name, region)
         group = ensure_security_group(s, name, region, allowed)
-        instance = launch(s, name, region, itype, spot, disk, dlami(s, region, ami), key, group, max_price)
+        try:
+            instance = launch(s, name, region, itype, spot, disk, dlami(s, region, ami), key, group, max_price)
+        except aws.CloudError:
+            with contextlib.suppress(aws.CloudError):
+                down(name, region, profile)  # the key pair and security group go too: nothing left behind
+            raise
         cost.record("launch", instance, name, region, disk)
         action = "launched"
     if instance.get("PublicIpAddress"):
