@@ -7,28 +7,9 @@ import os
 import sys
 
 from tenfold import __version__
+from tenfold.argtypes import EXIT_ERROR, EXIT_INTERRUPTED, Parser, number, positive_int
+from tenfold.cloud import cli as cloud_cli
 from tenfold.errors import TenfoldError
-
-EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line and exit 2, instead of argparse's usage dump
-        self.exit(EXIT_USAGE, f"error: {message} (see '{self.prog} --help')\n")
-
-
-def positive_int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-
-
-def number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
 
 
 def add_train(sub) -> None:
@@ -123,147 +104,6 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def cloud_module():
-    try:
-        from tenfold.cloud import gpus
-    except ImportError as e:
-        raise TenfoldError(f"tenfold cloud needs boto3 ({e}): pip install 'tenfold[cloud]'") from None
-    return gpus
-
-
-def cmd_cloud(args) -> int:
-    g = cloud_module()
-    if args.cloud_command in ("up", "status", "stop", "start", "down"):
-        return cmd_instances(args)
-    if args.cloud_command in ("run", "logs"):
-        return cmd_jobs(args)
-    if args.cloud_command == "ssh":
-        from tenfold.cloud.remote import ssh_command
-        command = ssh_command(args.host or f"tenfold-{args.name}", batch=False)
-        os.execvp(command[0], command)  # the user's session from here on
-    if args.cloud_command == "cost":
-        from tenfold.cloud import cost
-        result = cost.report(args.region, args.profile)
-        print(json.dumps(result, indent=2, default=str) if args.json else cost.format_report(result))
-        return 0
-    if args.cloud_command == "gpus":
-        result = g.gpus(args.region, args.profile, args.history, args.regions)
-        print(json.dumps(result, indent=2, default=str) if args.json else g.format_gpus(result))
-    elif args.request is not None:
-        req = g.request_increase(args.request, args.family, args.spot, args.region, args.profile)
-        print(json.dumps(req, indent=2, default=str) if args.json else
-              f"requested {req.get('DesiredValue', args.request):g} vCPUs for {req.get('QuotaName', req.get('QuotaCode'))}"
-              f" ({req.get('QuotaCode')}): {req.get('Status', 'PENDING')}, request id {req.get('Id', '?')}")
-    else:
-        result = g.quota(args.region, args.profile)
-        print(json.dumps(result, indent=2) if args.json else g.format_quota(result))
-    return 0
-
-
-def cmd_jobs(args) -> int:
-    from pathlib import Path
-
-    from tenfold.cloud import jobs
-
-    host = args.host or f"tenfold-{args.name}"
-    if args.cloud_command == "logs":
-        status = jobs.follow(host)
-    else:
-        command = args.remote
-        if (args.stop or args.down) and args.host:
-            raise TenfoldError("--stop and --down are for tenfold's cloud instances, not for --host")
-        jobs.start(host, command, Path.cwd())
-        print(f"tenfold: started on {host}: {' '.join(command)} (Ctrl-C detaches; `tenfold cloud logs` reattaches)",
-              file=sys.stderr)
-        status = jobs.follow(host)
-        fetched = jobs.fetch(host, Path.cwd())
-        print(f"tenfold: job exited with {status}; fetched {', '.join(fetched) or 'nothing'}", file=sys.stderr)
-        if args.stop or args.down:
-            from tenfold.cloud import instances
-            (instances.down if args.down else instances.stop)(args.name, args.region, args.profile)
-            print(f"tenfold: tenfold-{args.name} {'terminated' if args.down else 'stopped'}", file=sys.stderr)
-    return status
-
-
-def cmd_instances(args) -> int:
-    from tenfold.cloud import instances as inst
-
-    if args.cloud_command == "up":
-        result = inst.up(args.name, args.type, not args.on_demand, args.disk, args.region, args.profile, args.cidr,
-                         args.max_price, args.ami, wait=0 if args.no_wait else args.wait)
-        print(json.dumps(result, indent=2) if args.json else inst.format_up(result))
-    elif args.cloud_command == "status":
-        rows = inst.status(args.region, args.profile)
-        print(json.dumps(rows, indent=2) if args.json else inst.format_status(rows))
-    elif args.cloud_command == "stop":
-        row = inst.stop(args.name, args.region, args.profile)
-        print(json.dumps(row, indent=2) if args.json else f"tenfold-{args.name}: {row['state']} (storage still "
-              f"bills until `tenfold cloud down {args.name}`)")
-    elif args.cloud_command == "start":
-        row = inst.summary(inst.start(args.name, args.region, args.profile))
-        print(json.dumps(row, indent=2) if args.json else f"tenfold-{args.name}: {row['state']} at {row['ip']}")
-    else:
-        gone = inst.down(args.name, args.region, args.profile)
-        print(json.dumps(gone, indent=2) if args.json else inst.format_down(args.name, gone))
-    return 0
-
-
-def add_instance_commands(csub) -> list:
-    p = csub.add_parser("up", help="launch a GPU instance (or find the one already running), ready for ssh")
-    p.add_argument("--type", default="g4dn.xlarge", help="instance type (default g4dn.xlarge; see `tenfold cloud gpus`)")
-    market = p.add_mutually_exclusive_group()
-    market.add_argument("--spot", action="store_true", help="a spot instance (the default): about 70%% cheaper, "
-                                                            "stopped on interruption, resumable")
-    market.add_argument("--on-demand", action="store_true", help="an on-demand instance: never interrupted")
-    p.add_argument("--disk", type=positive_int, default=100, help="root volume in GB, gp3 (default 100)")
-    p.add_argument("--cidr", help="who may ssh in (default: this machine's public address /32)")
-    p.add_argument("--max-price", type=number, help="spot: the most to pay per hour (default none, as AWS advises)")
-    p.add_argument("--ami", help="machine image (default: the current Deep Learning AMI, from SSM)")
-    p.add_argument("--wait", type=positive_int, default=600, metavar="SECONDS",
-                   help="how long to wait for ssh to answer (default 600)")
-    p.add_argument("--no-wait", action="store_true", help="return once the instance runs, without waiting for ssh")
-    parsers = [p]
-    r = csub.add_parser("run", help="sync this folder and the data, run a command detached on the instance, "
-                                    "stream its log, fetch runs/ back")
-    r.add_argument("--host", help="any ssh host (user@address or an ~/.ssh/config name) instead of an instance")
-    after = r.add_mutually_exclusive_group()
-    after.add_argument("--stop", action="store_true", help="stop the instance when the job ends")
-    after.add_argument("--down", action="store_true", help="terminate the instance when the job ends")
-    r.add_argument("name", nargs="?", default="default", metavar="NAME", help="the instance's name (default: default)")
-    r.add_argument("remote", nargs="*", metavar="-- COMMAND", help="what to run there, after --")
-    lg = csub.add_parser("logs", help="follow the running job's log until it ends")
-    lg.add_argument("--host", help="any ssh host instead of an instance")
-    sh = csub.add_parser("ssh", help="an interactive shell on the instance")
-    sh.add_argument("--host", help="any ssh host instead of an instance")
-    parsers.extend([r, lg, sh, csub.add_parser("cost", help="what tenfold's instances have cost so far: compute, "
-                                                      "storage, public IPv4")])
-    for verb, text in [("status", "tenfold's instances: state, uptime, $/h"),
-                       ("stop", "stop the instance (storage still bills)"), ("start", "start it again"),
-                       ("down", "terminate it and delete everything tenfold made for it")]:
-        parsers.append(csub.add_parser(verb, help=text))
-    for parser in parsers:
-        if parser.prog.split()[-1] not in ("status", "run", "cost"):
-            parser.add_argument("name", nargs="?", default="default", metavar="NAME",
-                                help="the instance's name (default: default)")
-    return parsers
-
-
-def add_cloud(sub) -> None:
-    cloud = sub.add_parser("cloud", help="GPU instances on AWS: prices, quotas, launch, stop, terminate")
-    csub = cloud.add_subparsers(dest="cloud_command", required=True, parser_class=Parser)
-    p = csub.add_parser("gpus", help="GPU types with on-demand and live spot prices, and what the quotas allow")
-    p.add_argument("--history", metavar="DAYS", help="add each type's spot min/median/max over this period, e.g. 30d")
-    p.add_argument("--regions", action="store_true", help="list the regions that offer each type")
-    q = csub.add_parser("quota", help="the account's GPU vCPU quotas, and increase requests")
-    q.add_argument("--request", type=positive_int, metavar="VCPUS", help="ask AWS to raise the quota to this many vCPUs")
-    q.add_argument("--family", default="g", choices=["g", "p"], help="g: G and VT types (default); p: P types")
-    q.add_argument("--spot", action="store_true", help="the spot quota instead of the on-demand one")
-    for parser in (p, q, *add_instance_commands(csub)):
-        parser.add_argument("--region", help="AWS region (default: the profile's, else us-east-1)")
-        parser.add_argument("--profile", help="AWS profile (default: boto3's standard chain)")
-        parser.add_argument("--json", action="store_true", help="print the results as JSON")
-
-
 def cmd_models(args) -> int:
     from tenfold.models import list_models
     print("\n".join(list_models()))
@@ -293,13 +133,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", action="append", help="a device to time (repeatable; default: every device here)")
     p.add_argument("--batch-size", type=positive_int, help="images per step (default: tenfold's)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    add_cloud(sub)
+    cloud_cli.add_parser(sub)
     sub.add_parser("models", help="list the registered models")
     return parser
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "bench": cmd_bench,
-            "cloud": cmd_cloud, "models": cmd_models}
+            "cloud": cloud_cli.run_command, "models": cmd_models}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,15 @@ COLOURS = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (200, 200, 40), (200, 40
 
 
 @pytest.fixture(scope="session")
+def testbed():
+    """The AWS test bed (moto on 127.0.0.1 plus what moto lacks), one server for the session."""
+    from aws_testbed import AwsTestBed
+    bed = AwsTestBed()
+    yield bed
+    bed.close()
+
+
+@pytest.fixture(scope="session")
 def kernel_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("kernels")
 

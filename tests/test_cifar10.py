@@ -1,10 +1,8 @@
 """The official download path, against archives in CIFAR-10's own format served from 127.0.0.1."""
 import hashlib
-import io
 import os
 import pickle
 import socket
-import tarfile
 
 import numpy as np
 import pytest

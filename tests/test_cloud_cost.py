@@ -5,7 +5,6 @@ import json
 import pytest
 
 from conftest import run_cli
-from test_cloud_gpus import testbed  # noqa: F401  (the session's moto server)
 
 T0 = datetime.datetime(2026, 11, 20, tzinfo=datetime.timezone.utc)
 
@@ -15,7 +14,7 @@ def hours(h: float) -> datetime.datetime:
 
 
 @pytest.fixture
-def ledger(testbed, tmp_path, monkeypatch, tenfold_home):  # noqa: F811
+def ledger(testbed, tmp_path, monkeypatch, tenfold_home):
     testbed.reset()
     for k, v in testbed.env(tmp_path).items():
         monkeypatch.setenv(k, v)
@@ -49,7 +48,7 @@ def test_on_demand_hours_storage_and_ipv4(ledger):
     assert r["ipv4_usd"] == pytest.approx(3 * 0.005) and r["terminated"]
 
 
-def test_spot_follows_the_price_history_interval_by_interval(ledger, testbed):  # noqa: F811
+def test_spot_follows_the_price_history_interval_by_interval(ledger, testbed):
     testbed.spot_prices += [("g4dn.xlarge", "us-east-1a", 0.20, hours(-12)), ("g4dn.xlarge", "us-east-1a", 0.30, hours(1)),
                             ("g4dn.xlarge", "us-east-1b", 9.99, hours(0))]  # another zone: not this instance's
     ledger((hours(0), "launch", "i-spot", "spot", 50), (hours(2.5), "terminate", "i-spot", "spot", 0))

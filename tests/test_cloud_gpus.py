@@ -5,15 +5,8 @@ import socket
 import boto3
 import pytest
 
-from aws_testbed import AwsTestBed, ago
+from aws_testbed import ago
 from conftest import assert_one_line_error, run_cli
-
-
-@pytest.fixture(scope="session")
-def testbed():
-    bed = AwsTestBed()
-    yield bed
-    bed.close()
 
 
 @pytest.fixture

@@ -14,11 +14,10 @@ import time
 
 from conftest import REPO, Server, assert_one_line_error, run_cli
 from ssh_testbed import SSHD, SshServer, free_port
-from test_cloud_gpus import testbed  # noqa: F401  (the session's moto server)
 
 
 @pytest.fixture
-def cloud(testbed, tmp_path, monkeypatch):  # noqa: F811
+def cloud(testbed, tmp_path, monkeypatch):
     testbed.reset()
     home = tmp_path / "home"
     home.mkdir()

@@ -1,11 +1,9 @@
 """Image folders and archives of them, built by the tests."""
-import shutil
 import tarfile
 import zipfile
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from conftest import class_image, make_tree
 from tenfold.data import folder, open_dataset, open_test_set

@@ -1,8 +1,4 @@
 """Peer (a): tenfold's own training path (build -> fit) with its defaults, on the exported split."""
-import time
-
-import numpy as np
-
 from common import args, load_split, report
 from tenfold.config import TrainConfig
 from tenfold.data import ImageSet, Splits
