@@ -90,6 +90,9 @@ def test_one_job_at_a_time_and_clear_errors(box):
     assert_one_line_error(run_cli("cloud", "run", "--host", "box", cwd=box["project"]), "nothing to run")
     assert_one_line_error(run_cli("cloud", "run", "--host", "box", "--stop", "--", "true", cwd=box["project"]),
                           "--host")
+    # no --host and no instance set up: said at once, never looked up in DNS
+    for verb in (["run", "gpu", "--", "true"], ["logs", "gpu"], ["ssh", "gpu"]):
+        assert_one_line_error(run_cli("cloud", *verb, cwd=box["project"]), "no instance 'gpu' is set up here")
 
 
 def test_ssh_opens_a_session_on_the_host(box):

@@ -24,8 +24,8 @@ def run_command(args) -> int:
     if args.cloud_command in ("run", "logs"):
         return cmd_jobs(args)
     if args.cloud_command == "ssh":
-        from tenfold.cloud.remote import ssh_command
-        command = ssh_command(args.host or f"tenfold-{args.name}", batch=False)
+        from tenfold.cloud.remote import ssh_command, target
+        command = ssh_command(target(args.name, args.host), batch=False)
         os.execvp(command[0], command)  # the user's session from here on
     if args.cloud_command == "cost":
         from tenfold.cloud import cost
@@ -51,13 +51,15 @@ def cmd_jobs(args) -> int:
 
     from tenfold.cloud import jobs
 
-    host = args.host or f"tenfold-{args.name}"
+    from tenfold.cloud.remote import target
+
+    if (getattr(args, "stop", False) or getattr(args, "down", False)) and args.host:
+        raise TenfoldError("--stop and --down are for tenfold's cloud instances, not for --host")
+    host = target(args.name, args.host)
     if args.cloud_command == "logs":
         status = jobs.follow(host)
     else:
         command = args.remote
-        if (args.stop or args.down) and args.host:
-            raise TenfoldError("--stop and --down are for tenfold's cloud instances, not for --host")
         jobs.start(host, command, Path.cwd())
         print(f"tenfold: started on {host}: {' '.join(command)} (Ctrl-C detaches; `tenfold cloud logs` reattaches)",
               file=sys.stderr)

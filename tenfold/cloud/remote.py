@@ -33,3 +33,21 @@ def wait_for_ssh(host: str, timeout: float, interval: float = 3.0) -> None:
             raise CloudError(f"{host} is running (and billing) but ssh did not answer within {timeout:.0f} s ({why}); "
                              f"try `ssh {host}`, or stop paying with `tenfold cloud down {host.removeprefix('tenfold-')}`")
         time.sleep(interval)
+
+
+def target(name: str, host: str | None) -> str:
+    """The ssh host for a command: --host as given, else tenfold-NAME, which `up` must have configured."""
+    if host:
+        return host
+    alias = f"tenfold-{name}"
+    try:
+        resolved = subprocess.run(["ssh", "-G", "-F", str(config_path()), alias], capture_output=True, text=True,
+                                  timeout=30)
+    except FileNotFoundError:
+        raise CloudError("no ssh client found: install OpenSSH (e.g. `apt install openssh-client`)") from None
+    hostname = next((line.split(" ", 1)[1] for line in resolved.stdout.splitlines()
+                     if line.startswith("hostname ")), alias)
+    if hostname == alias:  # nothing maps the alias: ssh would look the name up in DNS
+        raise CloudError(f"no instance '{name}' is set up here: launch it with `tenfold cloud up {name}`, "
+                         "or give any ssh host with --host user@address")
+    return alias
