@@ -10,7 +10,7 @@ import torch
 from tenfold.config import TrainConfig
 from tenfold.data import ImageSet, Splits, open_dataset
 from tenfold.train.callbacks import ProgressBar
-from tenfold.train.device import describe, pick_device
+from tenfold.train.device import describe
 from tenfold.train.fit import fit
 from tenfold.train.run import build, loaders
 
@@ -38,20 +38,18 @@ def bench_device(device: str, data: Splits, epochs: int, batch_size: int | None,
     run = build(config, quiet=True, data=data)
     train_loader, val_loader = loaders(run, config.batch_size)
     bar = [ProgressBar(train_loader.num_images, epochs)] if progress else []
-    history = fit(run.model, run.optimizer, train_loader, val_loader, epochs, bar)
-    times = history.history["seconds"][1:] or history.history["seconds"]  # the first epoch warms up
-    return {"device": describe(run.device), "epoch_s": statistics.median(times),
-            "images_per_s": statistics.median(history.history["images_per_s"][1:] or
-                                              history.history["images_per_s"]),
-            "val_accuracy": history.history["val_accuracy"][-1] if data.source != "synthetic" else None,
+    history = fit(run.model, run.optimizer, train_loader, val_loader, epochs, bar).history
+    steady = lambda key: statistics.median(history[key][1:] or history[key])  # noqa: E731  (epoch 1 warms up)
+    return {"device": describe(run.device), "epoch_s": steady("seconds"), "images_per_s": steady("images_per_s"),
+            "val_accuracy": history["val_accuracy"][-1] if data.source != "synthetic" else None,
             "images": train_loader.num_images}
 
 
 def bench(data: str | None = None, epochs: int = 3, devices: list[str] | None = None,
           batch_size: int | None = None, progress: bool | None = None) -> list[dict]:
-    """One row per device: median epoch time (epochs 2..N), images/s, validation accuracy (real data only)."""
-    for d in devices or []:
-        pick_device(d)  # a bad or missing device fails before any work
+    """One row per device: median epoch time (epochs 2..N), images/s, validation accuracy (real data only).
+
+    Devices are checked by the caller (the CLI does it before any work) or, at the latest, by build()."""
     splits = open_dataset(data, quiet=True) if data else synthetic_cifar()
     show = sys.stderr.isatty() if progress is None else progress
     return [bench_device(d, splits, epochs, batch_size, show) for d in devices or devices_here()]
