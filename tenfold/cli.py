@@ -4,10 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 from tenfold import __version__
-from tenfold.argtypes import EXIT_ERROR, EXIT_INTERRUPTED, Parser, number, positive_int
+from tenfold.argtypes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, Parser, number, positive_int
 from tenfold.cloud import cli as cloud_cli
 from tenfold.errors import TenfoldError
 
@@ -142,6 +143,14 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
             "cloud": cloud_cli.run_command, "models": cmd_models}
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C (context managers close, atomic writes are abandoned, not torn)."""
+
+
+def terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     remote = []
@@ -153,8 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.remote:
             make_parser().error(f"put the command to run after --: tenfold cloud run [NAME] -- {' '.join(args.remote)}")
         args.remote = remote
+    signal.signal(signal.SIGTERM, terminated)  # a stop (spot notice, shutdown) ends like Ctrl-C: nothing half-written
     try:
         return COMMANDS[args.command](args)
+    except Terminated:
+        print("terminated" + (" (finished epochs are saved; continue with --resume RUN_DIR)"
+                              if args.command == "train" else ""), file=sys.stderr)
+        return EXIT_TERMINATED
     except TenfoldError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR

@@ -19,3 +19,7 @@ class CheckpointError(TenfoldError):
 
 class ConfigError(TenfoldError):
     """A flag or setting outside its allowed range."""
+
+
+class CloudError(TenfoldError):
+    """A cloud or ssh operation failed; the message says what to do."""

@@ -6,11 +6,15 @@ process, so those are filled in here by patching its handlers (only for the test
 from __future__ import annotations
 
 import datetime
+import http.server
 import json
+import secrets
+import threading
 import urllib.request
 from pathlib import Path
 
 from moto.ec2.exceptions import EC2ClientError
+from moto.ec2.models.spot_requests import SpotInstanceRequest
 from moto.ec2.responses.instances import InstanceResponse
 from moto.ec2.responses.spot_instances import SpotInstances
 from moto.server import ThreadedMotoServer
@@ -28,6 +32,7 @@ class AwsTestBed:
         self.spot_prices: list[tuple[str, str, float, datetime.datetime]] = []  # type, zone, price, since
         self.launch_faults: list[list] = []  # [AWS error code, message, times left]: RunInstances fails so
         self.patches = self.install()
+        self.imds = Imds()
 
     def env(self, home: Path) -> dict[str, str]:
         """Variables that point boto3 at the test bed and away from any real profile or metadata service."""
@@ -44,6 +49,7 @@ class AwsTestBed:
         self.quota_requests.clear()
         self.spot_prices.clear()
         self.launch_faults.clear()
+        self.imds.notice = None
 
     def fail_launches(self, code: str, message: str = "injected by the test", times: int = 1) -> None:
         """The next `times` RunInstances calls fail with this AWS error (a 400, which botocore does not retry)."""
@@ -99,7 +105,16 @@ class AwsTestBed:
                 if fault[2] <= 0:
                     bed.launch_faults.pop(0)
                 raise EC2ClientError(fault[0], fault[1])
-            return original_run(handler)
+            backend = handler.ec2_backend
+            before = {i.id for i in backend.all_instances()}
+            result = original_run(handler)
+            market = handler._get_param("InstanceMarketOptions", {}) or {}
+            if market.get("MarketType") == "spot":  # moto makes no spot request for these: make it as AWS does
+                tags = handler._parse_tag_specification()
+                for inst in backend.all_instances():
+                    if inst.id not in before:
+                        spot_request(backend, inst, market.get("SpotOptions", {}), tags)
+            return result
 
         patches = [(InstanceResponse, "run_instances", run_instances),
                    (ServiceQuotasResponse, "get_service_quota", get_service_quota),
@@ -123,7 +138,29 @@ class AwsTestBed:
             allowed_pattern=None, keyid=None, last_modified_date=time.time(), version=1, data_type="aws:ec2:image"))
         return image
 
+    def interrupt(self, instance_id: str, region: str = "us-east-1") -> None:
+        """A spot interruption, step one: the 2-minute notice appears in the instance metadata (IMDSv2)."""
+        when = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=2)
+        self.imds.notice = {"action": "stop", "time": when.strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+    def stop_for_capacity(self, instance_id: str, region: str = "us-east-1") -> None:
+        """A spot interruption, step two: AWS stops the instance, as it reports that (no tenfold call involved)."""
+        from moto.ec2.models import ec2_backends
+        from moto.ec2.models.instances import StateReason
+        backend = ec2_backends["123456789012"][region]
+        instance = backend.get_instance(instance_id)
+        instance.stop()
+        now = datetime.datetime.now(datetime.timezone.utc)
+        instance._reason = f"Service initiated ({now:%Y-%m-%d %H:%M:%S} GMT)"
+        instance.state_reason = StateReason("Server.SpotInstanceShutdown: The instance was stopped because the "
+                                            "Spot price exceeded the bid price.", "Server.SpotInstanceShutdown")
+        request = backend.spot_instance_requests.get(getattr(instance, "spot_instance_request_id", None))
+        if request is not None:
+            request.state, request._status_code = "disabled", "instance-stopped-by-price"
+        self.imds.notice = None
+
     def close(self) -> None:
+        self.imds.close()
         for cls, name, fn in self.patches:
             if fn is None:
                 delattr(cls, name)
@@ -132,13 +169,81 @@ class AwsTestBed:
         self.server.stop()
 
 
+class Imds:
+    """The IMDSv2 side of the instance metadata service that tenfold's agent reads: a session token (PUT, with a
+    TTL header), then the spot interruption notice with that token (404 until a test arms it)."""
+
+    def __init__(self):
+        imds = self
+        self.notice: dict | None = None
+        self.tokens: set[str] = set()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_PUT(self):
+                if self.path != "/latest/api/token" or not self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
+                    return self.reply(400, b"")
+                token = secrets.token_hex(16)
+                imds.tokens.add(token)
+                self.reply(200, token.encode())
+
+            def do_GET(self):
+                if self.headers.get("X-aws-ec2-metadata-token") not in imds.tokens:
+                    return self.reply(401, b"")  # IMDSv1 (no token) is refused, as on tenfold's instances
+                if self.path == "/latest/meta-data/spot/instance-action" and imds.notice:
+                    return self.reply(200, json.dumps(imds.notice).encode())
+                self.reply(404, b"")
+
+            def reply(self, code: int, body: bytes):
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def spot_request(backend, instance, options: dict, tags: dict) -> None:
+    """The spot request AWS creates behind a RunInstances with spot options, fulfilled by `instance`."""
+    from unittest import mock
+    from moto.ec2.utils import random_spot_request_id
+    with mock.patch.object(SpotInstanceRequest, "launch_instance", lambda self: instance):
+        request = SpotInstanceRequest(
+            backend, random_spot_request_id(), options.get("MaxPrice"), instance.image_id,
+            options.get("SpotInstanceType", "one-time"), None, None, None, None, instance.key_name, [], None,
+            instance.instance_type, instance.placement.zone, None, None, False, instance.subnet_id, tags, None,
+            options.get("InstanceInterruptionBehavior", "terminate"))
+    backend.spot_instance_requests[request.id] = request
+    instance.spot_instance_request_id = request.id
+
+
 def raise_not_found(code: str):
     from moto.servicequotas.exceptions import NoSuchResource
     raise NoSuchResource()
+
+
+def ec2():
+    import boto3
+    return boto3.client("ec2", region_name="us-east-1")
+
+
+def nothing_left(name="gpu"):
+    assert ec2().describe_instances(Filters=[{"Name": "instance-state-name",
+                                              "Values": ["pending", "running", "stopped"]}])["Reservations"] == []
+    assert ec2().describe_security_groups(Filters=[{"Name": "group-name", "Values": [f"tenfold-{name}"]}])["SecurityGroups"] == []
+    assert ec2().describe_key_pairs(Filters=[{"Name": "key-name", "Values": [f"tenfold-{name}"]}])["KeyPairs"] == []
 
 
 def ago(days: float) -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=days)
 
 
-__all__ = ["AwsTestBed", "ago"]
+__all__ = ["AwsTestBed", "ago", "ec2", "nothing_left"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import http.server
 import io
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+import aws_testbed
+from ssh_testbed import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = REPO.parent / "shared" / "datasets" / "cifar10-train-jpeg.tar.gz"
@@ -43,6 +47,35 @@ def tenfold_home(tmp_path, monkeypatch, kernel_cache) -> Path:
     (home / "kernels").symlink_to(kernel_cache, target_is_directory=True)
     monkeypatch.setenv("TENFOLD_HOME", str(home))
     return home
+
+
+@pytest.fixture(autouse=True)
+def remote_dir(tmp_path, monkeypatch):
+    """tenfold's folder on "the instance" (this machine, through the test sshd), and guardrails made harmless:
+    the agent's stop command only writes a file, no boot hook, no metadata service unless a test starts one.
+    Afterwards every process the agent started is ended."""
+    remote = tmp_path / "remote"
+    monkeypatch.setenv("TENFOLD_REMOTE_DIR", str(remote))
+    monkeypatch.setenv("TENFOLD_AGENT_OVERRIDES", json.dumps({
+        "stop": ["touch", str(tmp_path / "machine-stopped")], "boot_hook": False, "poll": 0.2,
+        "imds": "http://127.0.0.1:9"}))  # the discard port: nothing answers
+    yield remote
+    power_off(remote)
+
+
+def power_off(remote: Path) -> None:
+    """End the agent, the job and the notebook server on "the instance", as a machine stopping would."""
+    import signal
+    (remote / "agent.json").unlink(missing_ok=True)  # the agent's loop ends without its config
+    pids = [remote / "agent.pid", remote / "job" / "pid"]
+    notebook = remote / "notebook.json"
+    for pid_file in pids + ([notebook] if notebook.exists() else []):
+        try:
+            text = pid_file.read_text()
+            pid = json.loads(text)["pid"] if pid_file == notebook else int(text)
+            os.killpg(pid, signal.SIGKILL)  # each runs in a session (and process group) of its own
+        except (OSError, ValueError, KeyError):
+            continue
 
 
 def class_image(cls: int, i: int, size=(32, 32), mode: str = "RGB") -> Image.Image:
@@ -180,3 +213,49 @@ def cifar_subset(tmp_path_factory) -> dict:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_bytes(src.extractfile(m).read())
     return {"train": train_tar, "test": test_dir}
+
+
+@pytest.fixture
+def box(tmp_path, monkeypatch):
+    """Any ssh host: a real sshd on 127.0.0.1 as `box` in the test HOME's ~/.ssh/config (`deadbox`: nothing
+    listens), and a project folder with a job script, a .gitignore and a data folder."""
+    from ssh_testbed import SSHD, SshServer, free_port
+    if not os.path.exists(SSHD) or os.geteuid() != 0:
+        pytest.skip("needs OpenSSH's sshd and root (make test installs it)")
+    server = SshServer(tmp_path / "sshd")
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    key = home / ".ssh" / "id_test"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    server.authorize(key)
+    (home / ".ssh" / "config").write_text(
+        f"Host box\n    HostName 127.0.0.1\n    Port {server.port}\n    User root\n    IdentityFile {key}\n"
+        "    IdentitiesOnly yes\n    StrictHostKeyChecking no\n    UserKnownHostsFile /dev/null\n    LogLevel ERROR\n"
+        f"Host deadbox\n    HostName 127.0.0.1\n    Port {free_port()}\n")  # nothing listens there
+    monkeypatch.setenv("HOME", str(home))
+    project = tmp_path / "project"
+    (project / "mydata").mkdir(parents=True)
+    (project / ".gitignore").write_text("secret.txt\nmydata/\n")
+    (project / "secret.txt").write_text("not for the instance")
+    (project / "mydata" / "numbers.txt").write_text("42")
+    yield {"project": project, "remote": tmp_path / "remote", "server": server, "key": key}
+    server.close()
+
+
+@pytest.fixture
+def cloud(testbed, tmp_path, monkeypatch):
+    """A clean AWS test bed with an 8-vCPU G quota, a spot price and a Deep Learning AMI, and a test HOME."""
+    testbed.reset()
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**testbed.env(tmp_path), "HOME": str(home)}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    testbed.quotas.update({"L-DB2E81BA": 8.0, "L-3819A6DF": 8.0})
+    testbed.spot_prices.append(("g4dn.xlarge", "us-east-1a", 0.2104, aws_testbed.ago(1)))
+    testbed.image = testbed.seed_dlami()
+    testbed.home = home
+    # Safety: any ssh to tenfold's hosts goes to a closed port on loopback, never to moto's invented addresses.
+    (home / ".ssh").mkdir()
+    (home / ".ssh" / "config").write_text(f"Host tenfold-*\n    HostName 127.0.0.1\n    Port {free_port()}\n\n")
+    return testbed

@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
+VENV_BIN = Path(os.path.abspath(sys.executable)).parent
 
 
 def free_port() -> int:
@@ -19,7 +21,7 @@ def free_port() -> int:
 
 
 class SshServer:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, path: str | None = None):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -31,7 +33,11 @@ class SshServer:
             f"Port {self.port}", "ListenAddress 127.0.0.1", f"HostKey {root / 'host_ed25519'}",
             f"PidFile {root / 'sshd.pid'}", f"AuthorizedKeysFile {self.authorized}", "StrictModes no", "UsePAM no",
             "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password",
-            "LogLevel ERROR", ""]))
+            "LogLevel ERROR",
+            # the instance's tools on its PATH, as a Deep Learning AMI's environment puts them (this checkout's
+            # tenfold, python and jupyter), and a tenfold cache of the instance's own
+            f"SetEnv PATH={path or f'{VENV_BIN}:/usr/local/bin:/usr/bin:/bin'} TENFOLD_HOME={root / 'tenfold-home'}",
+            ""]))
         os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege-separation directory
         self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 10

@@ -1,37 +1,17 @@
 """`tenfold cloud up | status | stop | start | down` against the AWS test bed: what is created, and that `down`
 leaves nothing behind. moto's invented public addresses are never contacted (the suite has only loopback)."""
 import json
+import os
 import stat
 import subprocess
-
-import boto3
-import pytest
-
-from aws_testbed import ago
-import os
 import sys
 import time
 
+import pytest
+
+from aws_testbed import ec2, nothing_left
 from conftest import REPO, Server, assert_one_line_error, run_cli
-from ssh_testbed import SSHD, SshServer, free_port
-
-
-@pytest.fixture
-def cloud(testbed, tmp_path, monkeypatch):
-    testbed.reset()
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {**testbed.env(tmp_path), "HOME": str(home)}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    testbed.quotas.update({"L-DB2E81BA": 8.0, "L-3819A6DF": 8.0})
-    testbed.spot_prices.append(("g4dn.xlarge", "us-east-1a", 0.2104, ago(1)))
-    testbed.image = testbed.seed_dlami()
-    testbed.home = home
-    # Safety: any ssh to tenfold's hosts goes to a closed port on loopback, never to moto's invented addresses.
-    (home / ".ssh").mkdir()
-    (home / ".ssh" / "config").write_text(f"Host tenfold-*\n    HostName 127.0.0.1\n    Port {free_port()}\n\n")
-    return testbed
+from ssh_testbed import SSHD, SshServer
 
 
 def cli(*args):
@@ -40,10 +20,6 @@ def cli(*args):
     result = run_cli("cloud", *args, "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
-
-
-def ec2():
-    return boto3.client("ec2", region_name="us-east-1")
 
 
 def test_up_creates_a_locked_down_tagged_spot_instance(cloud, tenfold_home):
@@ -183,13 +159,6 @@ def test_ssh_that_never_answers_is_a_clear_error_that_says_how_to_stop_paying(cl
         server.close()
     assert_one_line_error(result, "did not answer within 4 s", "tenfold cloud down gpu")
     assert len(ec2().describe_instances()["Reservations"]) == 1  # still there, as the message says
-
-
-def nothing_left(name="gpu"):
-    assert ec2().describe_instances(Filters=[{"Name": "instance-state-name",
-                                              "Values": ["pending", "running", "stopped"]}])["Reservations"] == []
-    assert ec2().describe_security_groups(Filters=[{"Name": "group-name", "Values": [f"tenfold-{name}"]}])["SecurityGroups"] == []
-    assert ec2().describe_key_pairs(Filters=[{"Name": "key-name", "Values": [f"tenfold-{name}"]}])["KeyPairs"] == []
 
 
 @pytest.mark.parametrize("code,words", [

@@ -8,10 +8,6 @@ import time
 import pytest
 
 from conftest import assert_one_line_error, run_cli
-from ssh_testbed import SSHD, SshServer, free_port
-
-pytestmark = pytest.mark.skipif(not os.path.exists(SSHD) or os.geteuid() != 0,
-                                reason="needs OpenSSH's sshd and root (make test installs it)")
 
 SCRIPT = '''
 import pathlib, sys, time
@@ -25,31 +21,8 @@ sys.exit(3)
 '''
 
 
-@pytest.fixture
-def box(tmp_path, monkeypatch):
-    server = SshServer(tmp_path / "sshd")
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True)
-    key = home / ".ssh" / "id_test"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    server.authorize(key)
-    (home / ".ssh" / "config").write_text(
-        f"Host box\n    HostName 127.0.0.1\n    Port {server.port}\n    User root\n    IdentityFile {key}\n"
-        "    IdentitiesOnly yes\n    StrictHostKeyChecking no\n    UserKnownHostsFile /dev/null\n    LogLevel ERROR\n"
-        f"Host deadbox\n    HostName 127.0.0.1\n    Port {free_port()}\n")  # nothing listens there
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("TENFOLD_REMOTE_DIR", str(tmp_path / "remote"))  # the "instance's" home is this machine
-    project = tmp_path / "project"
-    (project / "mydata").mkdir(parents=True)
-    (project / "train.py").write_text(SCRIPT)
-    (project / ".gitignore").write_text("secret.txt\nmydata/\n")
-    (project / "secret.txt").write_text("not for the instance")
-    (project / "mydata" / "numbers.txt").write_text("42")
-    yield {"project": project, "remote": tmp_path / "remote"}
-    server.close()
-
-
 def test_run_syncs_runs_detached_streams_and_fetches_results(box):
+    (box["project"] / "train.py").write_text(SCRIPT)
     result = run_cli("cloud", "run", "--host", "box", "--", "python3", "train.py", "--data", "mydata",
                      cwd=box["project"])
     assert result.returncode == 3, result.stderr          # the job's own exit status
@@ -99,3 +72,28 @@ def test_ssh_opens_a_session_on_the_host(box):
     result = subprocess.run([sys.executable, "-m", "tenfold", "cloud", "ssh", "--host", "box"], input="echo $((6*7))\n",
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip().splitlines()[-1] == "42", result.stderr
+
+
+def test_any_ssh_host_works_without_aws_or_boto3(box, tmp_path):
+    """An ssh host by its ~/.ssh/config name, or $TENFOLD_HOST by default, with boto3 not importable at all."""
+    (box["project"] / "hello.py").write_text("print('hello from the host')\n")
+    blocker = tmp_path / "no-boto3"
+    blocker.mkdir()
+    (blocker / "boto3.py").write_text("raise ImportError('boto3 is not installed')\n")
+    env = {"PYTHONPATH": str(blocker)}
+    by_name = run_cli("cloud", "run", "box", "--", "python3", "hello.py", cwd=box["project"], env=env)
+    assert by_name.returncode == 0 and by_name.stdout.strip() == "hello from the host", by_name.stderr
+    by_default = run_cli("cloud", "logs", cwd=box["project"], env={**env, "TENFOLD_HOST": "box"})
+    assert by_default.returncode == 0 and by_default.stdout.strip() == "hello from the host", by_default.stderr
+    assert_one_line_error(run_cli("cloud", "gpus", env=env), "pip install 'tenfold[cloud]'")
+
+
+def test_a_tenfold_train_job_gets_a_run_directory_and_a_resume_command():
+    from tenfold.cloud.jobs import job_spec
+    spec = job_spec(["tenfold", "train", "--data", "../data/d", "--epochs", "20"], "20261126-120000")
+    assert spec["command"][-2:] == ["--out", "runs/lenet5-20261126-120000"]
+    assert spec["resume"] == ["tenfold", "train", "--resume", "runs/lenet5-20261126-120000", "--epochs", "20"]
+    spec = job_spec(["python3", "-m", "tenfold", "train", "--out", "runs/a", "--device", "cuda", "--quiet"], "x")
+    assert spec["resume"] == ["python3", "-m", "tenfold", "train", "--resume", "runs/a", "--device", "cuda", "--quiet"]
+    assert job_spec(["python3", "train.py"], "x") == {"command": ["python3", "train.py"], "resume": None,
+                                                      "run_dir": None}

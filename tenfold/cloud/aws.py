@@ -13,15 +13,11 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from tenfold.errors import TenfoldError
+from tenfold.errors import CloudError
 
 DEFAULT_REGION = "us-east-1"
 RETRIES = botocore.config.Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=10,
                                  read_timeout=60)
-
-
-class CloudError(TenfoldError):
-    """An AWS call failed; the message says what to do."""
 
 
 def session(region: str | None = None, profile: str | None = None) -> boto3.Session:

@@ -5,7 +5,7 @@ import json
 import os
 import sys
 
-from tenfold.argtypes import Parser, number, positive_int
+from tenfold.argtypes import Parser, duration, number, positive_int, positive_number
 from tenfold.errors import TenfoldError
 
 
@@ -18,15 +18,11 @@ def cloud_module():
 
 
 def run_command(args) -> int:
+    if args.cloud_command in ("run", "logs", "ssh", "notebook"):  # any ssh host: AWS (boto3) only when needed
+        return cmd_jobs(args)
     g = cloud_module()
     if args.cloud_command in ("up", "status", "stop", "start", "down"):
         return cmd_instances(args)
-    if args.cloud_command in ("run", "logs"):
-        return cmd_jobs(args)
-    if args.cloud_command == "ssh":
-        from tenfold.cloud.remote import ssh_command, target
-        command = ssh_command(target(args.name, args.host), batch=False)
-        os.execvp(command[0], command)  # the user's session from here on
     if args.cloud_command == "cost":
         from tenfold.cloud import cost
         result = cost.report(args.region, args.profile)
@@ -46,30 +42,55 @@ def run_command(args) -> int:
     return 0
 
 
+def host_for(args) -> str:
+    """The ssh host: --host, an ssh host named NAME, or tenfold's instance NAME (started first for --resume)."""
+    from tenfold.cloud.remote import configured, target
+
+    if getattr(args, "resume", False) and not args.host and configured(f"tenfold-{args.name or 'default'}"):
+        cloud_module()
+        from tenfold.cloud import instances
+        return instances.reach(args.name or "default", args.region, args.profile)
+    return target(args.name, args.host)
+
+
 def cmd_jobs(args) -> int:
     from pathlib import Path
 
     from tenfold.cloud import jobs
+    from tenfold.cloud.remote import ssh_command
 
-    from tenfold.cloud.remote import target
-
-    if (getattr(args, "stop", False) or getattr(args, "down", False)) and args.host:
+    if args.cloud_command == "run" and (args.stop or args.down) and args.host:
         raise TenfoldError("--stop and --down are for tenfold's cloud instances, not for --host")
-    host = target(args.name, args.host)
+    if args.cloud_command == "run" and args.resume and args.remote:
+        raise TenfoldError("--resume continues the job already on the host: give no command after --")
+    host = host_for(args)
+    if args.cloud_command == "ssh":
+        command = ssh_command(host, batch=False)
+        os.execvp(command[0], command)  # the user's session from here on
+    if args.cloud_command == "notebook":
+        from tenfold.cloud import notebook
+        if args.stop:
+            print(f"tenfold: notebook on {host} {'stopped' if notebook.stop(host) else 'was not running'}")
+            return 0
+        return notebook.notebook(host, args.port)
     if args.cloud_command == "logs":
         status = jobs.follow(host)
     else:
-        command = args.remote
-        jobs.start(host, command, Path.cwd())
-        print(f"tenfold: started on {host}: {' '.join(command)} (Ctrl-C detaches; `tenfold cloud logs` reattaches)",
-              file=sys.stderr)
+        if args.resume:
+            print(f"tenfold: the job on {host}: {jobs.resume(host)}", file=sys.stderr)
+        else:
+            jobs.start(host, args.remote, Path.cwd())
+            print(f"tenfold: started on {host}: {' '.join(args.remote)} (Ctrl-C detaches; `tenfold cloud logs` "
+                  "reattaches)", file=sys.stderr)
         status = jobs.follow(host)
         fetched = jobs.fetch(host, Path.cwd())
         print(f"tenfold: job exited with {status}; fetched {', '.join(fetched) or 'nothing'}", file=sys.stderr)
         if args.stop or args.down:
+            cloud_module()
             from tenfold.cloud import instances
-            (instances.down if args.down else instances.stop)(args.name, args.region, args.profile)
-            print(f"tenfold: tenfold-{args.name} {'terminated' if args.down else 'stopped'}", file=sys.stderr)
+            name = args.name or "default"
+            (instances.down if args.down else instances.stop)(name, args.region, args.profile)
+            print(f"tenfold: tenfold-{name} {'terminated' if args.down else 'stopped'}", file=sys.stderr)
     return status
 
 
@@ -77,8 +98,9 @@ def cmd_instances(args) -> int:
     from tenfold.cloud import instances as inst
 
     if args.cloud_command == "up":
+        guardrails = inst.Guardrails(args.max_hours, args.idle_stop)
         result = inst.up(args.name, args.type, not args.on_demand, args.disk, args.region, args.profile, args.cidr,
-                         args.max_price, args.ami, wait=0 if args.no_wait else args.wait)
+                         args.max_price, args.ami, wait=0 if args.no_wait else args.wait, guardrails=guardrails)
         print(json.dumps(result, indent=2) if args.json else inst.format_up(result))
     elif args.cloud_command == "status":
         rows = inst.status(args.region, args.profile)
@@ -88,7 +110,7 @@ def cmd_instances(args) -> int:
         print(json.dumps(row, indent=2) if args.json else f"tenfold-{args.name}: {row['state']} (storage still "
               f"bills until `tenfold cloud down {args.name}`)")
     elif args.cloud_command == "start":
-        row = inst.summary(inst.start(args.name, args.region, args.profile))
+        row = inst.summary(inst.start(args.name, args.region, args.profile, wait=0 if args.no_wait else args.wait))
         print(json.dumps(row, indent=2) if args.json else f"tenfold-{args.name}: {row['state']} at {row['ip']}")
     else:
         gone = inst.down(args.name, args.region, args.profile)
@@ -107,30 +129,45 @@ def add_instance_commands(csub) -> list:
     p.add_argument("--cidr", help="who may ssh in (default: this machine's public address /32)")
     p.add_argument("--max-price", type=number, help="spot: the most to pay per hour (default none, as AWS advises)")
     p.add_argument("--ami", help="machine image (default: the current Deep Learning AMI, from SSM)")
-    p.add_argument("--wait", type=positive_int, default=600, metavar="SECONDS",
-                   help="how long to wait for ssh to answer (default 600)")
-    p.add_argument("--no-wait", action="store_true", help="return once the instance runs, without waiting for ssh")
-    parsers = [p]
+    p.add_argument("--max-hours", type=positive_number, metavar="HOURS",
+                   help="the instance stops itself after this many hours running (default: no limit)")
+    p.add_argument("--idle-stop", type=duration, default=3600, metavar="DURATION",
+                   help="the instance stops itself after this long with no job running and nobody logged in, "
+                        "e.g. 30m, 2h, off (default 1h)")
+    st = csub.add_parser("start", help="start it again (the agent resumes an interrupted job)")
+    for parser in (p, st):
+        parser.add_argument("--wait", type=positive_int, default=600, metavar="SECONDS",
+                            help="how long to wait for ssh to answer (default 600)")
+        parser.add_argument("--no-wait", action="store_true",
+                            help="return once the instance runs, without waiting for ssh")
+    parsers = [p, st]
     r = csub.add_parser("run", help="sync this folder and the data, run a command detached on the instance, "
                                     "stream its log, fetch runs/ back")
-    r.add_argument("--host", help="any ssh host (user@address or an ~/.ssh/config name) instead of an instance")
     after = r.add_mutually_exclusive_group()
     after.add_argument("--stop", action="store_true", help="stop the instance when the job ends")
     after.add_argument("--down", action="store_true", help="terminate the instance when the job ends")
-    r.add_argument("name", nargs="?", default="default", metavar="NAME", help="the instance's name (default: default)")
+    r.add_argument("--resume", action="store_true", help="continue the job an interruption cut short (starting "
+                                                         "the instance first if it is stopped)")
+    r.add_argument("name", nargs="?", metavar="NAME", help="the instance's name, or any ssh host (default: default)")
     r.add_argument("remote", nargs="*", metavar="-- COMMAND", help="what to run there, after --")
     lg = csub.add_parser("logs", help="follow the running job's log until it ends")
-    lg.add_argument("--host", help="any ssh host instead of an instance")
     sh = csub.add_parser("ssh", help="an interactive shell on the instance")
-    sh.add_argument("--host", help="any ssh host instead of an instance")
-    parsers.extend([r, lg, sh, csub.add_parser("cost", help="what tenfold's instances have cost so far: compute, "
-                                                      "storage, public IPv4")])
+    nb = csub.add_parser("notebook", help="Jupyter on the instance (127.0.0.1 and a token), through an ssh tunnel")
+    nb.add_argument("--port", type=positive_int, help="the local port (default 8888, else a free one)")
+    nb.add_argument("--stop", action="store_true", help="stop the notebook server on the instance")
+    for parser in (r, lg, sh, nb):
+        if parser is not r:
+            parser.add_argument("name", nargs="?", metavar="NAME",
+                                help="the instance's name, or any ssh host (default: default)")
+        parser.add_argument("--host", help="any ssh host (user@address or an ~/.ssh/config name) instead")
+    parsers.extend([r, lg, sh, nb, csub.add_parser("cost", help="what tenfold's instances have cost so far: "
+                                                                "compute, storage, public IPv4")])
     for verb, text in [("status", "tenfold's instances: state, uptime, $/h"),
-                       ("stop", "stop the instance (storage still bills)"), ("start", "start it again"),
+                       ("stop", "stop the instance (storage still bills)"),
                        ("down", "terminate it and delete everything tenfold made for it")]:
         parsers.append(csub.add_parser(verb, help=text))
     for parser in parsers:
-        if parser.prog.split()[-1] not in ("status", "run", "cost"):
+        if parser.prog.split()[-1] in ("up", "start", "stop", "down"):
             parser.add_argument("name", nargs="?", default="default", metavar="NAME",
                                 help="the instance's name (default: default)")
     return parsers

@@ -19,6 +19,9 @@ from tenfold.fileio import tenfold_home
 GP3_USD_PER_GB_MONTH = 0.08
 IPV4_USD_PER_H = 0.005
 HOURS_PER_MONTH = 730
+# How far before a launch to look for the spot price then in effect: a price can stay unchanged for days, and
+# AWS keeps 90 days of history.
+PRICE_LOOKBACK = datetime.timedelta(days=90)
 
 
 def ledger_path() -> Path:
@@ -31,9 +34,10 @@ def now() -> datetime.datetime:
     return datetime.datetime.fromisoformat(text) if text else datetime.datetime.now(datetime.timezone.utc)
 
 
-def record(event: str, instance: dict, name: str, region: str, disk_gb: int = 0) -> None:
+def record(event: str, instance: dict, name: str, region: str, disk_gb: int = 0,
+           when: datetime.datetime | None = None) -> None:
     """Append one event; one short line written at once, so a crash cannot tear an earlier one."""
-    entry = {"time": now().isoformat(), "event": event, "name": name, "id": instance["InstanceId"],
+    entry = {"time": (when or now()).isoformat(), "event": event, "name": name, "id": instance["InstanceId"],
              "type": instance["InstanceType"], "zone": instance["Placement"]["AvailabilityZone"], "region": region,
              "market": "spot" if instance.get("InstanceLifecycle") == "spot" else "on-demand", "disk_gb": disk_gb}
     path = ledger_path()
@@ -91,25 +95,44 @@ def spot_cost(prices: list[tuple[datetime.datetime, float]], start: datetime.dat
     return total
 
 
+def missed(events: list[dict], inst: dict) -> list[tuple[str, datetime.datetime]]:
+    """What happened to an instance without tenfold, as (event, time): a stop or termination (a spot
+    interruption, --max-hours, the console) at the time AWS gives in StateTransitionReason, and a start by AWS
+    itself (a persistent spot request restarting it) at its LaunchTime, which AWS resets at every start."""
+    last, state = events[-1], inst["State"]["Name"]
+    if last["event"] in ("launch", "start") and state in ("stopped", "terminated"):
+        match = re.search(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (GMT|UTC)\)", inst.get("StateTransitionReason", ""))
+        if match:  # none given: the interval runs on to now, which overstates rather than hides a cost
+            when = datetime.datetime.fromisoformat(match[1]).replace(tzinfo=datetime.timezone.utc)
+            return [("stop" if state == "stopped" else "terminate", when)]
+    if last["event"] == "stop" and state in ("pending", "running"):
+        launched = inst["LaunchTime"]
+        if isinstance(launched, str):
+            launched = datetime.datetime.fromisoformat(launched.replace("Z", "+00:00"))
+        if launched > last["time"]:
+            return [("start", launched)]
+    return []
+
+
+def catch_up(inst: dict, name: str, region: str) -> None:
+    """Write into the ledger what happened to `inst` without tenfold (see `missed`)."""
+    events = read_ledger().get(inst["InstanceId"])
+    for event, when in missed(events, inst) if events else []:
+        record(event, inst, name, region, when=when)
+
+
 def reconcile(s, ledger: dict[str, list[dict]]) -> None:
-    """An instance that stopped without tenfold (a spot interruption, the console) gets its stop added, at the
-    time AWS gives in StateTransitionReason; where none is given, the report runs to now (it overstates)."""
+    """Bring the ledger up to date with AWS for every instance that may have changed state without tenfold."""
     for iid, events in ledger.items():
-        if events[-1]["event"] not in ("launch", "start"):
+        if events[-1]["event"] == "terminate":
             continue
         try:
             with aws.aws_errors(events[-1]["region"]):
                 found = aws.client(s, "ec2", events[-1]["region"]).describe_instances(InstanceIds=[iid])
         except aws.CloudError:
             continue  # gone from AWS's view or no access: keep what the ledger knows
-        inst = found["Reservations"][0]["Instances"][0] if found["Reservations"] else None
-        if inst is None or inst["State"]["Name"] not in ("stopped", "terminated"):
-            continue
-        match = re.search(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) GMT\)", inst.get("StateTransitionReason", ""))
-        if match:
-            when = datetime.datetime.fromisoformat(match[1]).replace(tzinfo=datetime.timezone.utc)
-            events.append({**events[-1], "event": "stop" if inst["State"]["Name"] == "stopped" else "terminate",
-                           "time": when})
+        if found["Reservations"]:
+            catch_up(found["Reservations"][0]["Instances"][0], events[-1]["name"], events[-1]["region"])
 
 
 def report(region: str | None = None, profile: str | None = None) -> dict:
@@ -118,6 +141,7 @@ def report(region: str | None = None, profile: str | None = None) -> dict:
     ledger = read_ledger()
     if ledger:
         reconcile(aws.session(region, profile), ledger)
+        ledger = read_ledger()
     s = aws.session(region, profile) if ledger else None
     rows = []
     for iid, events in ledger.items():
@@ -125,7 +149,7 @@ def report(region: str | None = None, profile: str | None = None) -> dict:
         running, launched, stored_until = intervals(events, end)
         hours = sum((b - a).total_seconds() for a, b in running) / 3600
         if first["market"] == "spot":
-            history = aws.spot_history(s, [first["type"]], since=launched - datetime.timedelta(days=1),
+            history = aws.spot_history(s, [first["type"]], since=launched - PRICE_LOOKBACK,
                                        region=first["region"])
             prices = sorted((r["Timestamp"], float(r["SpotPrice"])) for r in history
                             if r["AvailabilityZone"] == first["zone"])

@@ -12,9 +12,10 @@ import ipaddress
 import os
 import sys
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
-from tenfold.cloud import aws, cost
+from tenfold.cloud import aws, cost, jobs
 from tenfold.cloud.catalog import QUOTA_CODES, load_catalog
 from tenfold.cloud.remote import wait_for_ssh
 from tenfold.cloud.ssh_config import remove_host, write_host
@@ -23,7 +24,8 @@ from tenfold.fileio import atomic_open, tenfold_home
 
 DLAMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
 CHECKIP_URL = "https://checkip.amazonaws.com"
-SSH_WAIT = 600  # seconds: a Deep Learning AMI takes a few minutes to boot
+SSH_WAIT = 600   # seconds: a Deep Learning AMI takes a few minutes to boot
+IDLE_STOP = 3600  # seconds: the default idle stop, so a forgotten instance stops billing compute after an hour
 
 
 def resource_name(name: str) -> str:
@@ -176,10 +178,26 @@ def volumes(s, instance: dict, region: str) -> list[dict]:
         return aws.client(s, "ec2", region).describe_volumes(VolumeIds=ids)["Volumes"]
 
 
+@dataclass
+class Guardrails:
+    """What the agent on the instance enforces, with the laptop closed."""
+    max_hours: float | None = None       # hours since boot, then stop
+    idle_stop: float | None = IDLE_STOP  # seconds with no job running and nobody logged in, then stop
+
+    def settings(self, spot: bool) -> dict:
+        return {"max_hours": self.max_hours, "idle_stop": self.idle_stop, "spot": spot, "auto_resume": True,
+                "boot_hook": True, "stop": ["sudo", "-n", "shutdown", "-h", "now"]}  # an OS shutdown stops it
+
+
 def up(name: str = "default", itype: str = "g4dn.xlarge", spot: bool = True, disk: int = 100,
        region: str | None = None, profile: str | None = None, cidr: str | None = None,
-       max_price: float | None = None, ami: str | None = None, wait: float = SSH_WAIT) -> dict:
-    """Launch (or find, or start) instance NAME and wait up to `wait` seconds (0: not at all) for ssh."""
+       max_price: float | None = None, ami: str | None = None, wait: float = SSH_WAIT,
+       guardrails: Guardrails | None = None) -> dict:
+    """Launch (or find, or start) instance NAME, wait up to `wait` seconds (0: not at all) for ssh, and set up
+    the agent that enforces the guardrails on it."""
+    guardrails = guardrails or Guardrails()
+    if guardrails.max_hours is not None and not guardrails.max_hours > 0:
+        raise ConfigError(f"--max-hours must be above 0, got {guardrails.max_hours}")
     if not 30 <= disk <= 16384:
         raise ConfigError(f"--disk must be between 30 and 16384 GB, got {disk}")
     catalog = {c.type: c for c in load_catalog()}
@@ -191,7 +209,7 @@ def up(name: str = "default", itype: str = "g4dn.xlarge", spot: bool = True, dis
     if found:
         instance = found[0]
         if instance["State"]["Name"] in ("stopped", "stopping"):
-            instance = start(name, region, profile)
+            instance = start(name, region, profile, wait=0)
         action = "found"
     else:
         allowed = caller_cidr(cidr)
@@ -209,6 +227,10 @@ def up(name: str = "default", itype: str = "g4dn.xlarge", spot: bool = True, dis
         write_host(resource_name(name), instance["PublicIpAddress"], key_path(name))
         if wait > 0:
             wait_for_ssh(resource_name(name), wait)
+            jobs.install_agent(resource_name(name), guardrails.settings(instance.get("InstanceLifecycle") == "spot"))
+        else:
+            print(f"warning: --no-wait: the guardrails (idle stop, max hours, spot-interruption recovery) start "
+                  f"when tenfold first reaches the instance (`tenfold cloud up {name}` again)", file=sys.stderr)
     return {"name": name, "action": action, "instance": summary(instance), "cost": hourly_cost(s, instance, region)}
 
 
@@ -247,6 +269,7 @@ def change_state(name: str, region: str | None, profile: str | None, verb: str) 
     s = aws.session(region, profile)
     region = aws.region_of(s)
     inst = one(s, name, region)
+    cost.catch_up(inst, name, region)  # a stop tenfold did not make (a spot interruption), before this start
     ec2 = aws.client(s, "ec2", region)
     call, waiter = {"stop": (ec2.stop_instances, "instance_stopped"),
                     "start": (ec2.start_instances, "instance_running")}[verb]
@@ -262,11 +285,36 @@ def stop(name: str = "default", region: str | None = None, profile: str | None =
     return summary(change_state(name, region, profile, "stop"))
 
 
-def start(name: str = "default", region: str | None = None, profile: str | None = None) -> dict:
+def start(name: str = "default", region: str | None = None, profile: str | None = None,
+          wait: float = SSH_WAIT) -> dict:
+    """Start NAME, point `ssh tenfold-NAME` at its new address, and (waiting for ssh) make sure its agent runs:
+    the agent resumes an interrupted job."""
     inst = change_state(name, region, profile, "start")
     if inst.get("PublicIpAddress"):  # a restarted instance gets a new public address
         write_host(resource_name(name), inst["PublicIpAddress"], key_path(name))
+        if wait > 0:
+            wait_for_ssh(resource_name(name), wait)
+            jobs.install_agent(resource_name(name))
+            jobs.agent(resource_name(name), "ensure")
     return inst
+
+
+def reach(name: str, region: str | None, profile: str | None, wait: float = SSH_WAIT) -> str:
+    """The ssh host of instance NAME, running: started if it is stopped, its address refreshed if AWS restarted
+    it by itself (a persistent spot request does after an interruption)."""
+    s = aws.session(region, profile)
+    region = aws.region_of(s)
+    inst = one(s, name, region)
+    cost.catch_up(inst, name, region)
+    if inst["State"]["Name"] in ("stopped", "stopping"):
+        print(f"tenfold: starting tenfold-{name}", file=sys.stderr)
+        start(name, region, profile, wait)
+    elif inst["State"]["Name"] in ("running", "pending") and inst.get("PublicIpAddress"):
+        write_host(resource_name(name), inst["PublicIpAddress"], key_path(name))
+        wait_for_ssh(resource_name(name), wait)
+    else:
+        raise aws.CloudError(f"tenfold-{name} is {inst['State']['Name']}: see `tenfold cloud status`")
+    return resource_name(name)
 
 
 def down(name: str = "default", region: str | None = None, profile: str | None = None) -> dict:

@@ -6,13 +6,15 @@ On the host, under REMOTE (default ~/tenfold): work/ is a copy of the local work
 """
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
-from tenfold.cloud.aws import CloudError
+from tenfold.errors import CloudError
 from tenfold.cloud.remote import ssh_command
 
 DEFAULT_REMOTE = "tenfold"  # relative to the login's home directory
@@ -58,38 +60,112 @@ def sync_data(host: str, command: list[str]) -> list[str]:
     return out
 
 
-def start(host: str, command: list[str], workdir: Path) -> None:
-    """Sync the project, then start the command detached: it outlives this ssh session and the laptop."""
+def agent(host: str, *command: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run tenfold's agent on the host (python3 REMOTE/agent.py REMOTE COMMAND)."""
+    root = remote_root()
+    return ssh(host, f"python3 {root}/agent.py {root} {' '.join(command)}", check=check)
+
+
+def install_agent(host: str, settings: dict | None = None) -> None:
+    """Copy the agent to the host; with `settings`, write its guardrails and (re)start its watcher."""
+    root = remote_root()
+    ssh(host, f"mkdir -p {root}/work {root}/data {root}/job")
+    rsync(str(Path(__file__).with_name("agent.py")), f"{host}:{root}/agent.py")
+    if settings is not None:
+        overrides = json.loads(os.environ.get("TENFOLD_AGENT_OVERRIDES") or "{}")  # e.g. a test's stop command
+        write_remote(host, f"{root}/agent.json", json.dumps({**settings, **overrides}, indent=1))
+        agent(host, "restart")
+
+
+def write_remote(host: str, path: str, text: str, private: bool = False) -> None:
+    """Write a file on the host atomically (private: readable by its owner only)."""
+    umask = "umask 077 && " if private else ""
+    r = subprocess.run(ssh_command(host, f"{umask}cat > {path}.tmp && mv {path}.tmp {path}"), input=text,
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise CloudError(f"cannot write {path} on {host}: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
+
+
+def is_tenfold_train(command: list[str]) -> int | None:
+    """The index of `train` in `tenfold train ...` or `python -m tenfold train ...`, else None."""
+    if len(command) >= 2 and Path(command[0]).name == "tenfold" and command[1] == "train":
+        return 1
+    if len(command) >= 4 and command[1:3] == ["-m", "tenfold"] and command[3] == "train":
+        return 3
+    return None
+
+
+def flag(command: list[str], name: str) -> str | None:
+    for i, arg in enumerate(command):
+        if arg == name and i + 1 < len(command):
+            return command[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def job_spec(command: list[str], stamp: str) -> dict:
+    """The job: its command, and for `tenfold train` the run directory and the command that resumes it."""
+    at = is_tenfold_train(command)
+    if at is None:
+        return {"command": command, "resume": None, "run_dir": None}
+    run_dir = flag(command, "--resume")
+    if run_dir:
+        return {"command": command, "resume": command, "run_dir": run_dir}
+    run_dir = flag(command, "--out")
+    if run_dir is None:  # name it now: the resume command must know where the checkpoints go
+        model = flag(command, "--model") or "lenet5"
+        run_dir = f"runs/{Path(model.rsplit(':', 1)[-1]).name}-{stamp}"
+        command = [*command, "--out", run_dir]
+    keep = [x for f in ("--epochs", "--device") if flag(command, f) for x in (f, flag(command, f))]
+    resume = [*command[:at + 1], "--resume", run_dir, *keep, *(["--quiet"] if "--quiet" in command else [])]
+    return {"command": command, "resume": resume, "run_dir": run_dir}
+
+
+def start(host: str, command: list[str], workdir: Path) -> dict:
+    """Sync the project and data, then start the command detached: it outlives this ssh session and the laptop."""
     if not command:
         raise CloudError("nothing to run: give the command after --, e.g. tenfold cloud run -- tenfold train")
     root = remote_root()
-    ssh(host, f"mkdir -p {root}/work {root}/data {root}/job")
-    running = ssh(host, f"test -f {root}/job/pid && kill -0 $(cat {root}/job/pid) 2>/dev/null", check=False)
-    if running.returncode == 0:
+    install_agent(host)
+    if agent(host, "state").stdout.strip() == "running":
         raise CloudError(f"a job is still running on {host}: follow it with `tenfold cloud logs`, or wait for it")
     rsync(f"{workdir}/", f"{host}:{root}/work/", "--delete", "--filter=:- .gitignore", "--exclude=.git/")
-    command = sync_data(host, command)
-    job = " ".join(shlex.quote(c) for c in command)
-    # All three descriptors redirected and a new session: ssh returns at once and the job survives hang-ups.
-    script = (f"cd {root}/work && rm -f ../job/exit && "
-              f"nohup setsid sh -c {shlex.quote(job + '; echo $? > ../job/exit')} "
-              f"> ../job/log 2>&1 < /dev/null & echo $! > {root}/job/pid")
-    ssh(host, script)
+    spec = job_spec(sync_data(host, command), datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    ssh(host, f"rm -f {root}/job/exit {root}/job/log {root}/job/interrupted {root}/job/pid")
+    write_remote(host, f"{root}/job/spec.json", json.dumps(spec))
+    if agent(host, "start-job", check=False).returncode != 0:
+        raise CloudError(f"the job did not start on {host}: see {root}/job/log there")
+    return spec
+
+
+def resume(host: str) -> str:
+    """Continue the job an interruption cut short; says what the job is doing now."""
+    install_agent(host)
+    state = agent(host, "resume").stdout.strip()
+    if state == "none":
+        raise CloudError(f"no job to resume on {host}: start one with `tenfold cloud run -- COMMAND`")
+    return state
 
 
 def follow(host: str, stream=None) -> int:
     """Print the job's log as it grows until the job ends; returns its exit status."""
     root, stream = remote_root(), stream or sys.stdout
-    cmd = ssh_command(host, f"tail -n +1 -f --pid=$(cat {root}/job/pid) {root}/job/log")
+    if agent(host, "state", check=False).stdout.strip() in ("none", ""):
+        raise CloudError(f"no job on {host}: start one with `tenfold cloud run -- COMMAND`")
+    cmd = ssh_command(host, f"python3 {root}/agent.py {root} follow")
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
         for line in proc.stdout:
             stream.write(line)
             stream.flush()
-    status = ssh(host, f"cat {root}/job/exit 2>/dev/null || echo none", check=False).stdout.strip()
-    if status == "none" or not status.lstrip("-").isdigit():
-        raise CloudError(f"the job on {host} ended without an exit status (the instance stopped?); "
-                         "its finished epochs are in its run directory")
-    return int(status)
+    state = agent(host, "state", check=False)
+    if state.returncode != 0:
+        raise CloudError(f"lost {host} while following the job (the instance stopped?); it resumes from its last "
+                         "finished epoch with `tenfold cloud run --resume`")
+    if state.stdout.strip() == "interrupted":
+        raise CloudError(f"the job on {host} was interrupted (spot notice, --max-hours, or a stop); continue it "
+                         "from its last finished epoch with `tenfold cloud run --resume`")
+    return int(ssh(host, f"cat {root}/job/exit").stdout.strip())
 
 
 def fetch(host: str, workdir: Path) -> list[str]:

@@ -1,10 +1,11 @@
 """Reaching an instance: ssh through the user's ssh config (so their bastions and overrides apply)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 
-from tenfold.cloud.aws import CloudError
+from tenfold.errors import CloudError
 from tenfold.cloud.ssh_config import config_path
 
 
@@ -35,11 +36,8 @@ def wait_for_ssh(host: str, timeout: float, interval: float = 3.0) -> None:
         time.sleep(interval)
 
 
-def target(name: str, host: str | None) -> str:
-    """The ssh host for a command: --host as given, else tenfold-NAME, which `up` must have configured."""
-    if host:
-        return host
-    alias = f"tenfold-{name}"
+def configured(alias: str) -> bool:
+    """Whether ~/.ssh/config maps `alias` to an address (else ssh would look the name itself up in DNS)."""
     try:
         resolved = subprocess.run(["ssh", "-G", "-F", str(config_path()), alias], capture_output=True, text=True,
                                   timeout=30)
@@ -47,7 +45,20 @@ def target(name: str, host: str | None) -> str:
         raise CloudError("no ssh client found: install OpenSSH (e.g. `apt install openssh-client`)") from None
     hostname = next((line.split(" ", 1)[1] for line in resolved.stdout.splitlines()
                      if line.startswith("hostname ")), alias)
-    if hostname == alias:  # nothing maps the alias: ssh would look the name up in DNS
-        raise CloudError(f"no instance '{name}' is set up here: launch it with `tenfold cloud up {name}`, "
-                         "or give any ssh host with --host user@address")
-    return alias
+    return resolved.returncode == 0 and hostname != alias
+
+
+def target(name: str | None, host: str | None) -> str:
+    """The ssh host for a command: --host; else the instance tenfold-NAME that `up` configured; else NAME itself
+    when it is an ssh host (user@address, or a Host in ~/.ssh/config); else $TENFOLD_HOST when no NAME is given."""
+    if host:
+        return host
+    if configured(f"tenfold-{name or 'default'}"):
+        return f"tenfold-{name or 'default'}"
+    if name and ("@" in name or configured(name)):
+        return name
+    if not name and os.environ.get("TENFOLD_HOST"):
+        return os.environ["TENFOLD_HOST"]
+    raise CloudError(f"no instance '{name or 'default'}' is set up here: launch it with `tenfold cloud up"
+                     f"{' ' + name if name else ''}`, or give any ssh host with --host user@address "
+                     "(or set TENFOLD_HOST)")

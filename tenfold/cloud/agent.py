@@ -1,0 +1,313 @@
+"""tenfold's agent on the instance: runs the job, resumes it after an interruption, and enforces the guardrails
+there, so they hold with the laptop closed. Standard library only: it is copied to the host and run with the
+host's python3 (`python3 agent.py ROOT COMMAND`), whatever else is installed there.
+
+Under ROOT (tenfold's folder on the host, ~/tenfold by default):
+  agent.json  the guardrails: max_hours, idle_stop (seconds), spot (watch for the interruption notice), stop
+              (the command that stops the machine), imds (the metadata service), poll (seconds), auto_resume
+  agent.pid, agent.log           the watcher's process and what it did
+  job/spec.json                  the job: command, resume (the command that continues it), run_dir
+  job/pid, job/log, job/exit     the job runner's process, the job's output, its exit status once it ended
+  job/interrupted                present while a job was cut short (spot notice, max hours) and not yet resumed
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+DEFAULTS = {"max_hours": None, "idle_stop": None, "spot": False, "stop": ["sudo", "-n", "shutdown", "-h", "now"],
+            "imds": "http://169.254.169.254", "poll": 5.0, "auto_resume": True, "boot_hook": False}
+GRACE = 100  # seconds the job gets to exit after SIGTERM: the spot notice comes 2 minutes before the stop
+SSH_SESSION = re.compile(rb"^sshd(-session)?: \S+@")  # an ssh login's process title, e.g. "sshd: ubuntu@pts/0"
+
+
+def log(root: Path, text: str) -> None:
+    with open(root / "agent.log", "a") as f:
+        f.write(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%dT%H:%M:%SZ} {text}\n")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def config(root: Path) -> dict:
+    path = root / "agent.json"
+    return {**DEFAULTS, **(json.loads(path.read_text()) if path.exists() else {})}
+
+
+def alive(pid_file: Path) -> int | None:
+    """The pid in `pid_file` if that process still runs, else None."""
+    try:
+        return alive_pid(int(pid_file.read_text().strip()))
+    except (OSError, ValueError):
+        return None
+
+
+def alive_pid(pid: int) -> int | None:
+    """`pid` if that process runs and is not a zombie (nothing may reap orphans in a container), else None."""
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as f:
+            return None if f.read().rsplit(")", 1)[1].split()[0] == "Z" else pid
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def detach(root: Path, *command: str) -> None:
+    """Start `python3 agent.py ROOT COMMAND` in a session of its own with no terminal: it outlives this login.
+    Forked twice, so that it is never a child of a long-lived process (the watcher), which would leave it a
+    zombie when it ends."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            subprocess.Popen([sys.executable, os.path.abspath(__file__), str(root), *command],
+                             start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, close_fds=True)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def follow(root: Path) -> None:
+    """Print the job's log from the start, and as it grows, until the job ends."""
+    (root / "job" / "log").touch()  # a job that has just started may not have opened it yet
+    with open(root / "job" / "log", "rb") as f:
+        while True:
+            running = job_state(root) == "running"
+            chunk = f.read()
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+            elif not running:
+                return
+            else:
+                time.sleep(0.2)
+
+
+# ---- the job ----------------------------------------------------------------------------------------------
+
+def job_state(root: Path) -> str:
+    """none | running | finished | interrupted (started, not running, no exit status: cut short)."""
+    job = root / "job"
+    if not (job / "spec.json").exists():
+        return "none"
+    if alive(job / "pid"):
+        return "running"
+    return "finished" if (job / "exit").exists() else "interrupted"
+
+
+def job_command(root: Path, spec: dict) -> list[str]:
+    """The command to run: the resume command once the run directory holds a checkpoint, else the original."""
+    run_dir = spec.get("run_dir")
+    if spec.get("resume") and run_dir and (root / "work" / run_dir / "checkpoint.pt").exists():
+        return spec["resume"]
+    return spec["command"]
+
+
+def run_job(root: Path) -> int:
+    """The job runner: run the command in ROOT/work, its output appended to job/log, and record how it ended."""
+    job = root / "job"
+    spec = json.loads((job / "spec.json").read_text())
+    write_atomic(job / "pid", f"{os.getpid()}\n")
+    resuming = (job / "interrupted").exists()
+    (job / "exit").unlink(missing_ok=True)
+    (job / "interrupted").unlink(missing_ok=True)
+    argv = job_command(root, spec)
+    with open(job / "log", "a") as out:
+        if resuming:
+            out.write(f"tenfold: resuming after an interruption: {' '.join(argv)}\n")
+            out.flush()
+        try:
+            child = subprocess.Popen(argv, cwd=root / "work", stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        except OSError as e:
+            out.write(f"tenfold: cannot run {argv[0]}: {e.strerror}\n")
+            write_atomic(job / "exit", "127\n")
+            return 127
+        signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))  # let the job save and exit
+        code = child.wait()
+    if not (job / "interrupted").exists():  # cut short: no exit status, so the next boot resumes it
+        write_atomic(job / "exit", f"{code}\n")
+    os.sync()  # the checkpoint on disk before anything stops the machine
+    return code
+
+
+def interrupt_job(root: Path, why: str) -> None:
+    """Mark the job interrupted, ask it to stop (SIGTERM), give it GRACE seconds, and flush the disk."""
+    pid = alive(root / "job" / "pid")
+    if pid is None:
+        return
+    (root / "job" / "interrupted").write_text(why + "\n")
+    log(root, f"{why}: stopping the job (pid {pid}); it resumes from its last finished epoch")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + GRACE
+    while alive(root / "job" / "pid") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.sync()
+
+
+def resume(root: Path) -> str:
+    state = job_state(root)
+    if state == "interrupted":
+        log(root, "resuming the interrupted job")
+        detach(root, "job")
+        deadline = time.monotonic() + 10  # until the runner has written its pid: `logs` can follow at once
+        while not alive(root / "job" / "pid") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return "resumed"
+    return state
+
+
+# ---- the watcher ------------------------------------------------------------------------------------------
+
+def spot_notice(base: str) -> dict | None:
+    """The spot interruption notice from IMDSv2 (a session token first), or None while there is none."""
+    try:
+        token_request = urllib.request.Request(f"{base}/latest/api/token", method="PUT",
+                                               headers={"X-aws-ec2-metadata-token-ttl-seconds": "300"})
+        with urllib.request.urlopen(token_request, timeout=2) as r:
+            token = r.read().decode()
+        notice = urllib.request.Request(f"{base}/latest/meta-data/spot/instance-action",
+                                        headers={"X-aws-ec2-metadata-token": token})
+        with urllib.request.urlopen(notice, timeout=2) as r:
+            return json.loads(r.read().decode())
+    except (OSError, ValueError):  # 404 (no notice), no metadata service, or garbage: no notice
+        return None
+
+
+def ssh_logins() -> int:
+    """How many ssh logins are open (sshd's per-session process titles name the user)."""
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    count += bool(SSH_SESSION.match(f.read()))
+            except OSError:
+                continue
+    return count
+
+
+def stop_machine(root: Path, cfg: dict, why: str) -> None:
+    interrupt_job(root, why)
+    log(root, f"{why}: stopping the machine ({' '.join(cfg['stop'])})")
+    command = cfg["stop"] if os.geteuid() != 0 or cfg["stop"][:2] != ["sudo", "-n"] else cfg["stop"][2:]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        log(root, f"the stop command failed ({result.returncode}): {result.stderr.strip()[:200]}")
+
+
+def watch(root: Path) -> None:
+    """The guardrails' loop: spot notice, max hours since this boot, idle stop (no job and nobody logged in)."""
+    if alive(root / "agent.pid"):
+        return
+    write_atomic(root / "agent.pid", f"{os.getpid()}\n")
+    cfg = config(root)
+    started = idle_since = time.monotonic()
+    log(root, f"agent started: max_hours={cfg['max_hours'] or 'none'} idle_stop={cfg['idle_stop'] or 'none'} "
+              f"(seconds) spot={cfg['spot']}")
+    if cfg["auto_resume"] and job_state(root) == "interrupted":
+        resume(root)
+    noticed = False
+    while (root / "agent.json").exists():  # removing the config ends the agent
+        now = time.monotonic()
+        if cfg["spot"] and not noticed:
+            notice = spot_notice(cfg["imds"])
+            if notice:
+                noticed = True
+                interrupt_job(root, f"spot interruption notice ({notice.get('action')} at {notice.get('time')})")
+        if cfg["max_hours"] and now - started >= cfg["max_hours"] * 3600:
+            return stop_machine(root, cfg, f"--max-hours {cfg['max_hours']:g} reached")
+        if job_state(root) == "running" or ssh_logins():
+            idle_since = now
+        elif cfg["idle_stop"] and now - idle_since >= cfg["idle_stop"]:
+            return stop_machine(root, cfg, f"idle for {cfg['idle_stop']:g} s (no job, nobody logged in)")
+        time.sleep(cfg["poll"])
+
+
+def boot_hook(root: Path) -> None:
+    """Start the agent at every boot (a persistent spot request restarts a stopped instance on its own)."""
+    line = f"@reboot {sys.executable} {os.path.abspath(__file__)} {root} ensure # tenfold-agent"
+    try:
+        current = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
+        kept = [x for x in current.stdout.splitlines() if "# tenfold-agent" not in x] if current.returncode == 0 else []
+        subprocess.run(["crontab", "-"], input="\n".join(kept + [line]) + "\n", text=True, check=True,
+                       capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        log(root, f"no boot hook (crontab: {e}); the agent starts when tenfold next connects")
+
+
+def ensure(root: Path, restart: bool = False) -> None:
+    """Start the watcher unless it runs (restart: stop the old one first, to take a new config)."""
+    pid = alive(root / "agent.pid")
+    if pid and restart:
+        os.kill(pid, signal.SIGTERM)
+        while alive(root / "agent.pid"):
+            time.sleep(0.05)
+        pid = None
+    if config(root)["boot_hook"]:
+        boot_hook(root)
+    if pid is None:
+        detach(root, "watch")
+        deadline = time.monotonic() + 10
+        while not alive(root / "agent.pid") and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def main(argv: list[str]) -> int:
+    root, command = Path(argv[0]).expanduser().resolve(), argv[1]
+    (root / "job").mkdir(parents=True, exist_ok=True)
+    if command == "job":
+        return run_job(root)
+    if command == "start-job":  # the laptop wrote job/spec.json: run it detached
+        detach(root, "job")
+        return 0 if resume_wait(root) else 1
+    if command == "resume":
+        print(resume(root))
+    elif command == "follow":
+        follow(root)
+    elif command == "state":
+        print(job_state(root))
+    elif command in ("ensure", "restart"):
+        ensure(root, restart=command == "restart")
+    elif command == "watch":
+        watch(root)
+    elif command == "notebook":  # the notebook server tenfold started here, while it runs
+        info = json.loads((root / "notebook.json").read_text()) if (root / "notebook.json").exists() else None
+        if info and alive_pid(info["pid"]):
+            print(json.dumps(info))
+    elif command == "free-port":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            print(s.getsockname()[1])
+    elif command == "probe":  # exit 0 once something answers on 127.0.0.1:PORT
+        with socket.socket() as s:
+            return 0 if s.connect_ex(("127.0.0.1", int(argv[2]))) == 0 else 1
+    return 0
+
+
+def resume_wait(root: Path) -> bool:
+    deadline = time.monotonic() + 10
+    while not alive(root / "job" / "pid") and not (root / "job" / "exit").exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,69 @@
+"""The agent on the instance: idle stop, --max-hours, and an interrupted job resumed at the next boot. "The
+instance" is this machine through a real sshd; its stop command only writes a file (see conftest.remote_dir)."""
+import json
+import os
+import subprocess
+import time
+
+from conftest import power_off, run_cli
+from tenfold.cloud import jobs
+
+
+def wait_for(condition, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def guard(box, **settings):
+    """Install the agent on box with these guardrails, as `tenfold cloud up` does on an instance."""
+    os.chdir(box["project"])
+    jobs.install_agent("box", {"spot": False, "auto_resume": True, **settings})
+
+
+def test_idle_stop_waits_for_the_job_and_for_logins(box, tmp_path):
+    stopped = tmp_path / "machine-stopped"
+    (box["project"] / "job.py").write_text("import time\ntime.sleep(2)\n")
+    jobs.start("box", ["python3", "job.py"], box["project"])
+    guard(box, idle_stop=1.5)
+    wait_for(lambda: (box["remote"] / "job" / "exit").exists(), what="the job's end")
+    job_end = (box["remote"] / "job" / "exit").stat().st_mtime
+    login = subprocess.Popen(["ssh", "box", "sleep", "3"])   # somebody logs in: still not idle
+    login.wait(timeout=60)
+    logout = time.time()
+    wait_for(stopped.exists, what="the idle stop")
+    assert stopped.stat().st_mtime >= max(job_end, logout) + 1.5 - 0.5  # idle counted from the last activity
+    assert "idle for 1.5 s" in (box["remote"] / "agent.log").read_text()
+
+
+def test_max_hours_stops_mid_job_and_the_job_resumes_at_the_next_boot(box, tmp_path):
+    stopped = tmp_path / "machine-stopped"
+    (box["project"] / "job.py").write_text(
+        "import pathlib, time\nmark = pathlib.Path('attempts')\nn = int(mark.read_text()) + 1 if mark.exists() else 1\n"
+        "mark.write_text(str(n))\nprint('attempt', n, flush=True)\ntime.sleep(60 if n == 1 else 0)\n")
+    jobs.start("box", ["python3", "job.py"], box["project"])
+    guard(box, max_hours=2 / 3600)                              # two seconds
+    wait_for(stopped.exists, what="the max-hours stop")
+    assert jobs.agent("box", "state").stdout.strip() == "interrupted"
+    assert not (box["remote"] / "job" / "exit").exists()
+    log = (box["remote"] / "agent.log").read_text()
+    assert "--max-hours 0.000555556 reached: stopping the job" in log and "stopping the machine" in log
+    power_off(box["remote"])                                     # the machine goes down ...
+    (box["remote"] / "agent.json").write_text(json.dumps({"auto_resume": True, "poll": 0.2}))
+    jobs.agent("box", "ensure")                                  # ... and boots: the boot hook starts the agent
+    logs = run_cli("cloud", "logs", "--host", "box", cwd=box["project"])
+    assert logs.returncode == 0, logs.stderr
+    assert logs.stdout.splitlines() == ["attempt 1", "tenfold: resuming after an interruption: python3 job.py",
+                                        "attempt 2"]
+
+
+def test_resume_by_hand_and_nothing_to_resume(box):
+    (box["project"] / "job.py").write_text("print('ran')\n")
+    result = run_cli("cloud", "run", "--host", "box", "--resume", cwd=box["project"])
+    assert result.returncode == 1 and "no job to resume on box" in result.stderr
+    assert run_cli("cloud", "run", "--host", "box", "--", "python3", "job.py", cwd=box["project"]).returncode == 0
+    again = run_cli("cloud", "run", "--host", "box", "--resume", cwd=box["project"])
+    assert again.returncode == 0 and "the job on box: finished" in again.stderr  # nothing cut short: its log
+    bad = run_cli("cloud", "run", "--host", "box", "--resume", "--", "python3", "job.py", cwd=box["project"])
+    assert bad.returncode == 1 and "give no command" in bad.stderr
