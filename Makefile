@@ -11,7 +11,7 @@ DATA   ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),cifar10)
 EPOCHS ?= 10
 OUT    ?= runs/lenet5-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install train test test-deps clean
+.PHONY: install train test test-deps testbed clean
 
 install: $(VENV)/.installed
 
@@ -42,6 +42,10 @@ test: install test-deps
 	else \
 	  $(BIN)/python -m pytest -q; \
 	fi
+
+# The cloud test bed from a shell (moto as AWS, a local sshd as the instance): see tests/cloud_testbed.py.
+testbed: install test-deps
+	$(BIN)/python tests/cloud_testbed.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 import aws_testbed
-from ssh_testbed import free_port
+from ssh_testbed import free_port, power_off
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = REPO.parent / "shared" / "datasets" / "cifar10-train-jpeg.tar.gz"
@@ -61,21 +61,6 @@ def remote_dir(tmp_path, monkeypatch):
         "imds": "http://127.0.0.1:9"}))  # the discard port: nothing answers
     yield remote
     power_off(remote)
-
-
-def power_off(remote: Path) -> None:
-    """End the agent, the job and the notebook server on "the instance", as a machine stopping would."""
-    import signal
-    (remote / "agent.json").unlink(missing_ok=True)  # the agent's loop ends without its config
-    pids = [remote / "agent.pid", remote / "job" / "pid"]
-    notebook = remote / "notebook.json"
-    for pid_file in pids + ([notebook] if notebook.exists() else []):
-        try:
-            text = pid_file.read_text()
-            pid = json.loads(text)["pid"] if pid_file == notebook else int(text)
-            os.killpg(pid, signal.SIGKILL)  # each runs in a session (and process group) of its own
-        except (OSError, ValueError, KeyError):
-            continue
 
 
 def class_image(cls: int, i: int, size=(32, 32), mode: str = "RGB") -> Image.Image:

@@ -3,7 +3,9 @@
 cloud instance's boot would install them: when the test says so."""
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -62,3 +64,16 @@ class SshServer:
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
+
+
+def power_off(remote: Path) -> None:
+    """End the agent, the job and the notebook server on "the instance", as a machine stopping would."""
+    pids = [remote / "agent.pid", remote / "job" / "pid"]
+    notebook = remote / "notebook.json"
+    for pid_file in pids + ([notebook] if notebook.exists() else []):
+        try:
+            text = pid_file.read_text()
+            pid = json.loads(text)["pid"] if pid_file == notebook else int(text)
+            os.killpg(pid, signal.SIGKILL)  # each runs in a session (and process group) of its own
+        except (OSError, ValueError, KeyError):
+            continue

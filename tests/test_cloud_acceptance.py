@@ -14,7 +14,8 @@ import time
 import pytest
 
 from aws_testbed import ec2, nothing_left
-from conftest import REPO, make_tree, power_off, run_cli
+from cloud_testbed import spot_interruption
+from conftest import REPO, make_tree, run_cli
 from ssh_testbed import SSHD, SshServer
 
 pytestmark = pytest.mark.skipif(not os.path.exists(SSHD) or os.geteuid() != 0,
@@ -87,11 +88,9 @@ def test_spot_round_trip_with_an_interruption(cloud, tenfold_home, tmp_path, mon
                                     cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         remote_history = remote / "work" / "runs" / "long" / "history.csv"
         wait_for(lambda: remote_history.exists() and len(history(remote_history)) >= 1, "the first epoch")
-        cloud.interrupt(iid)                                 # the 2-minute notice ...
-        wait_for(lambda: (remote / "job" / "interrupted").exists() and not job_running(remote), "the agent")
+        spot_interruption(cloud, iid, remote)               # the 2-minute notice, then AWS stops the instance
+        assert (remote / "job" / "interrupted").exists()     # the agent stopped the job in time, and said so
         before = history(remote_history)
-        power_off(remote)
-        cloud.stop_for_capacity(iid)                         # ... and AWS stops the instance
         _, err = long_job.communicate(timeout=60)
         assert long_job.returncode == 1 and "was interrupted" in err and "--resume" in err, err
         assert 1 <= len(before) < 150 and not stopped_by_agent.exists()
@@ -121,10 +120,3 @@ def test_spot_round_trip_with_an_interruption(cloud, tenfold_home, tmp_path, mon
     assert row["storage_usd"] == pytest.approx(100 * 0.08 * (t[3] - t[0]).total_seconds() / 3600 / 730)
     assert row["ipv4_usd"] == pytest.approx(hours * 0.005) and row["terminated"]
 
-
-def job_running(remote) -> bool:
-    try:
-        pid = int((remote / "job" / "pid").read_text())
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, ValueError):
-        return False

@@ -50,7 +50,7 @@ def test_max_hours_stops_mid_job_and_the_job_resumes_at_the_next_boot(box, tmp_p
     log = (box["remote"] / "agent.log").read_text()
     assert "--max-hours 0.000555556 reached: stopping the job" in log and "stopping the machine" in log
     power_off(box["remote"])                                     # the machine goes down ...
-    (box["remote"] / "agent.json").write_text(json.dumps({"auto_resume": True, "poll": 0.2}))
+    (box["remote"] / "agent.json").write_text(json.dumps({"auto_resume": True, "poll": 0.2}))  # no limit now
     jobs.agent("box", "ensure")                                  # ... and boots: the boot hook starts the agent
     logs = run_cli("cloud", "logs", "--host", "box", cwd=box["project"])
     assert logs.returncode == 0, logs.stderr

@@ -74,8 +74,12 @@ def test_rerun_finds_the_instance_and_stop_start_down_clean_up(cloud, tenfold_ho
     assert again["instance"]["id"] == first["instance"]["id"] and first["instance"]["market"] == "on-demand"
     assert first["cost"]["compute"] == 0.526
     assert cli("stop", "gpu")["state"] == "stopped"
-    restarted = cli("up", "gpu")
+    (row,) = cli("status")
+    assert row["cost"]["compute"] == 0.0 and row["cost"]["storage"] > 0  # stopped: only the disk bills
+    restarted = cli("up", "gpu", "--cidr", "198.51.100.9/32")  # from another network now
     assert restarted["instance"]["state"] == "running" and restarted["instance"]["id"] == first["instance"]["id"]
+    (group,) = ec2().describe_security_groups(GroupNames=["tenfold-gpu"])["SecurityGroups"]
+    assert [r["CidrIp"] for p in group["IpPermissions"] for r in p["IpRanges"]] == ["198.51.100.9/32"]  # only
     (row,) = cli("status")
     assert (row["name"], row["state"], row["type"]) == ("gpu", "running", "g4dn.xlarge")
     gone = cli("down", "gpu")
@@ -189,3 +193,12 @@ def test_no_capacity_anywhere_suggests_other_types(cloud):
     result = run_cli("cloud", "up", "gpu", "--cidr", "203.0.113.7/32", "--no-wait")
     assert_one_line_error(result, "no spot capacity for g4dn.xlarge in any zone", "--type g6.xlarge", "--on-demand")
     nothing_left()
+
+
+def test_a_key_pair_whose_private_key_is_lost_is_replaced(cloud, tenfold_home):
+    old = ec2().create_key_pair(KeyName="tenfold-gpu", KeyType="ed25519")  # left over; its private half is gone
+    cli("up", "gpu", "--cidr", "203.0.113.7/32")
+    (pair,) = ec2().describe_key_pairs(KeyNames=["tenfold-gpu"])["KeyPairs"]
+    assert pair["KeyPairId"] != old["KeyPairId"]
+    key = (tenfold_home / "keys" / "tenfold-gpu.pem").read_text()
+    assert "PRIVATE KEY" in key and key != old["KeyMaterial"]

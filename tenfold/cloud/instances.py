@@ -95,10 +95,16 @@ def ensure_security_group(s, name: str, region: str, cidr: str) -> str:
             group = {"GroupId": gid, "IpPermissions": []}
         allowed = {r["CidrIp"] for p in group["IpPermissions"] if p.get("FromPort") == 22 for r in p["IpRanges"]}
         if cidr not in allowed:
-            ec2.authorize_security_group_ingress(GroupId=group["GroupId"], IpPermissions=[{
-                "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
-                "IpRanges": [{"CidrIp": cidr, "Description": "tenfold ssh"}]}])
+            ec2.authorize_security_group_ingress(GroupId=group["GroupId"], IpPermissions=[ssh_rule([cidr])])
+        if allowed - {cidr}:  # an address the caller had before (another network): no longer let in
+            ec2.revoke_security_group_ingress(GroupId=group["GroupId"],
+                                              IpPermissions=[ssh_rule(sorted(allowed - {cidr}))])
     return group["GroupId"]
+
+
+def ssh_rule(cidrs: list[str]) -> dict:
+    return {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
+            "IpRanges": [{"CidrIp": c, "Description": "tenfold ssh"} for c in cidrs]}
 
 
 def dlami(s, region: str, ami: str | None) -> str:
@@ -157,7 +163,8 @@ def launch_advice(e: "aws.LaunchError", itype: str, spot: bool, max_price: float
 
 
 def hourly_cost(s, instance: dict, region: str) -> dict:
-    """$/h now: the compute price (spot: the zone's latest; on-demand: the catalogue's), gp3 storage, IPv4."""
+    """$/h now: the compute price while it runs (spot: the zone's latest; on-demand: the catalogue's), gp3
+    storage, the public IPv4 address."""
     itype, zone = instance["InstanceType"], instance["Placement"]["AvailabilityZone"]
     catalog = {c.type: c for c in load_catalog()}
     if instance.get("InstanceLifecycle") == "spot":
@@ -165,6 +172,8 @@ def hourly_cost(s, instance: dict, region: str) -> dict:
         compute = zones.get(zone)
     else:
         compute = catalog[itype].on_demand_usd_per_h if itype in catalog else None
+    if instance["State"]["Name"] not in ("pending", "running"):
+        compute = 0.0  # a stopped instance bills its disk only
     disk = sum(v.get("Size", 0) for v in volumes(s, instance, region))
     return {"compute": compute, "storage": disk * cost.GP3_USD_PER_GB_MONTH / cost.HOURS_PER_MONTH,
             "ipv4": cost.IPV4_USD_PER_H if instance.get("PublicIpAddress") else 0.0}
@@ -208,6 +217,7 @@ def up(name: str = "default", itype: str = "g4dn.xlarge", spot: bool = True, dis
     found = aws.find_instances(s, name, region)
     if found:
         instance = found[0]
+        ensure_security_group(s, name, region, caller_cidr(cidr))  # this caller's address, if it changed
         if instance["State"]["Name"] in ("stopped", "stopping"):
             instance = start(name, region, profile, wait=0)
         action = "found"
