@@ -21,6 +21,7 @@ import http.server
 import json
 import logging
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -115,6 +116,7 @@ def main(root: Path) -> None:
                                  f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:$PATH\n")
     stop = threading.Event()
     threading.Thread(target=authorize_new_keys, args=(server, tenfold_home / "keys", stop), daemon=True).start()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` ends it as cleanly as Ctrl-C
     print(f"test bed ready: AWS at {bed.endpoint}, the instance's sshd at 127.0.0.1:{server.port}, faults at {url}\n"
           f"in another shell: . {root / 'env.sh'}   (Ctrl-C here ends it)", flush=True)
     try:

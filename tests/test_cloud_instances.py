@@ -109,6 +109,10 @@ def test_bad_input_is_one_line_and_launches_nothing(cloud):
     assert_one_line_error(run_cli("cloud", "up", "--cidr", "somewhere"), "--cidr")
     assert_one_line_error(run_cli("cloud", "stop", "nosuch"), "no tenfold instance named 'nosuch'")
     assert_one_line_error(run_cli("cloud", "up", "--spot", "--on-demand"), "not allowed")
+    assert_one_line_error(run_cli("cloud", "up", "--region", "mars-north-1", "--cidr", "203.0.113.7/32"),
+                          "mars-north-1")
+    assert_one_line_error(run_cli("cloud", "up", "--idle-stop", "soon", "--cidr", "203.0.113.7/32"), "--idle-stop")
+    assert_one_line_error(run_cli("cloud", "up", "--max-hours", "0", "--cidr", "203.0.113.7/32"), "--max-hours")
     assert ec2().describe_instances()["Reservations"] == []
 
 
@@ -171,6 +175,7 @@ def test_ssh_that_never_answers_is_a_clear_error_that_says_how_to_stop_paying(cl
     ("SpotMaxPriceTooLow", ["--max-price 0.01", "leave it out"]),
     ("Unsupported", ["cannot be launched in us-east-1", "--regions"]),
     ("AuthFailure", ["rejected the credentials"]),
+    ("ExpiredToken", ["session token has expired"]),
 ])
 def test_each_launch_failure_gives_its_advice_and_leaves_nothing(cloud, code, words, tenfold_home):
     cloud.fail_launches(code)

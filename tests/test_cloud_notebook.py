@@ -48,11 +48,13 @@ def test_jupyter_through_an_ssh_tunnel_with_a_token(box):
         assert get_refused(base)
         again, url2 = open_notebook(box["project"])                 # ... the server runs on: reattached
         assert urlsplit(url2).query == parts.query
-        again.send_signal(signal.SIGINT)
-        again.wait(timeout=30)
+        again.send_signal(signal.SIGTERM)                           # a SIGTERM closes the tunnel too
+        assert again.wait(timeout=30) == 143
+        assert get_refused(f"http://{urlsplit(url2).netloc}")
     finally:
         if proc.poll() is None:
-            proc.kill()
+            proc.terminate()  # the CLI closes its tunnel on SIGTERM too
+            proc.wait(timeout=30)
     stopped = run_cli("cloud", "notebook", "--host", "box", "--stop", cwd=box["project"])
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     deadline = time.monotonic() + 30

@@ -22,7 +22,12 @@ RETRIES = botocore.config.Config(retries={"mode": "standard", "max_attempts": 4}
 
 def session(region: str | None = None, profile: str | None = None) -> boto3.Session:
     with aws_errors(region):
-        return boto3.Session(profile_name=profile, region_name=region)
+        s = boto3.Session(profile_name=profile, region_name=region)
+    known = {r for partition in s.get_available_partitions() for r in s.get_available_regions("ec2", partition)}
+    if region and known and region not in known:  # else a typo would surface as a DNS failure
+        raise CloudError(f"unknown AWS region '{region}': one of {', '.join(sorted(known)[:6])}, ... "
+                         "(`tenfold cloud gpus --regions` shows where each GPU type is offered)")
+    return s
 
 
 def region_of(s: boto3.Session) -> str:
@@ -60,6 +65,8 @@ def aws_errors(region: str | None = None) -> Iterator[None]:
         code = e.response.get("Error", {}).get("Code", "")
         message = e.response.get("Error", {}).get("Message", "")
         raise CloudError(ADVICE.get(code, f"AWS said {code}: {message}")) from None
+    except botocore.exceptions.BotoCoreError as e:  # an unreadable answer, a proxy in the way, ...
+        raise CloudError(f"talking to AWS failed: {str(e).splitlines()[0][:200]}") from None
 
 
 def spot_history(s: boto3.Session, types: list[str], since: datetime.datetime | None = None,

@@ -107,7 +107,9 @@ def notebook(host: str, port: int | None = None) -> int:
     try:
         proc.wait()
     except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait()
         return 0
+    finally:  # Ctrl-C, SIGTERM or an error: never leave the tunnel behind
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait()
     raise CloudError(f"the ssh tunnel to {host} closed ({(proc.stderr.read().strip().splitlines() or ['?'])[-1]})")
