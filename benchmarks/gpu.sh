@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The seed's LeNet-5 epoch on the GPU: tenfold against the tutorial-style PyTorch loop, side by side.
-#   benchmarks/gpu.sh            on a CUDA machine: 2 alternating rounds x 5 epochs, then a markdown table
-#   benchmarks/gpu.sh --dry      on any machine: synthetic data on the CPU, 2 epochs (the test suite runs this)
-# Extra arguments go to benchmarks/lenet.py (e.g. --data PATH, --rounds 3).
+# Every GPU benchmark in one go: the seed's LeNet-5 epoch (tenfold against the tutorial-style PyTorch loop, side
+# by side), then `--preset fast` timed to its accuracy.
+#   benchmarks/gpu.sh            on a CUDA machine: 2 alternating rounds x 5 epochs, then the preset
+#   benchmarks/gpu.sh --dry      on any machine: synthetic data on the CPU, briefly (the test suite runs this)
+# Extra arguments go to benchmarks/lenet.py (e.g. --data PATH, --rounds 3). DATA=PATH picks the preset's data
+# (default: the shared CIFAR-10 copy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The project's venv when there is one; else a python3 that already has torch (a bare GPU machine, say).
@@ -11,8 +13,10 @@ PY=python3
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [ "${1:-}" = "--dry" ]; then
   shift
-  exec "$PY" benchmarks/lenet.py --dry --device cpu --peers tenfold,tutorial "$@"
+  "$PY" benchmarks/lenet.py --dry --device cpu --peers tenfold,tutorial "$@"
+  exec "$PY" benchmarks/presets.py --dry --device cpu
 fi
 "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "benchmarks/gpu.sh: no CUDA GPU here (try --dry)")'
 "$PY" -c 'import torch; print("GPU:", torch.cuda.get_device_name(0), "| torch", torch.__version__)'
-exec "$PY" benchmarks/lenet.py --device cuda --peers tenfold,tutorial "$@"
+"$PY" benchmarks/lenet.py --device cuda --peers tenfold,tutorial "$@"
+exec "$PY" benchmarks/presets.py --presets fast --device cuda ${DATA:+--data "$DATA"}

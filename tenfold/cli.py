@@ -32,6 +32,15 @@ def add_train(sub) -> None:
     p.add_argument("--image-size", type=positive_int, help="resize images to this square size")
     p.add_argument("--seed", type=positive_int, help="random seed (default 0)")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--preset", help="start from a preset (see 'tenfold presets'); other flags override it")
+    p.add_argument("--label-smoothing", type=number, help="label smoothing, in [0, 1) (default 0)")
+    p.add_argument("--schedule", choices=["constant", "onecycle"], help="learning-rate schedule (default constant)")
+    p.add_argument("--bias-lr-scale", type=number, help="SGD: biases' learning rate multiplier (default 1)")
+    p.add_argument("--lookahead", action="store_true", default=None, help="average the weights every 5 steps")
+    p.add_argument("--flip", choices=["random", "alternating"], help="with --augment: how images are mirrored")
+    p.add_argument("--translate", type=positive_int, help="with --augment: shift by up to this many pixels (4)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], help="arithmetic of the forward pass (fp32)")
+    p.add_argument("--tta", type=int, choices=[0, 1, 2], help="test-time views: 0, 1 (+ mirror) or 2 (6 views)")
     p.add_argument("--out", help="run directory (default runs/MODEL-DATE-TIME)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run after its last finished epoch")
     p.add_argument("--quiet", action="store_true", help="no epoch lines or progress bar")
@@ -51,14 +60,28 @@ def cmd_train(args) -> int:
         flags = {k: v for k, v in flags.items() if k in ("epochs", "device")}
         train(resume=args.resume, quiet=args.quiet, **flags)
     else:
-        train(TrainConfig(), out=args.out, quiet=args.quiet, **flags)
+        from tenfold.presets import preset_settings
+        base = TrainConfig().updated(**preset_settings(args.preset)) if args.preset else TrainConfig()
+        train(base, out=args.out, quiet=args.quiet, **{k: v for k, v in flags.items() if k != "preset"})
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from tenfold.presets import PRESETS
+    rows = [{"name": p.name, "model": p.settings.get("model"), "epochs": p.settings.get("epochs", 10),
+             "description": p.description, "expected": p.expected} for p in PRESETS.values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['name']:<11} {r['model']:<13} {r['epochs']:>3} epochs  {r['description']}\n{'':<11} {r['expected']}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
     from tenfold.train.infer import evaluate_run, format_evaluation
 
-    result = evaluate_run(args.run_dir, args.data, args.device, quiet=args.json)
+    result = evaluate_run(args.run_dir, args.data, args.device, quiet=args.json, tta=args.tta)
     print(json.dumps(result, indent=2) if args.json else format_evaluation(result))
     return 0
 
@@ -78,7 +101,7 @@ def cmd_predict(args) -> int:
         except DataError as e:
             print(f"error: {e}", file=sys.stderr)
             failed += 1
-    results = predict_images(trained, images, args.top) if images else []
+    results = predict_images(trained, images, args.top, args.tta) if images else []
     if args.json:
         print(json.dumps([{"image": n, "top": [{"class": c, "probability": p} for c, p in r]}
                           for n, r in zip(names, results)], indent=2))
@@ -122,10 +145,12 @@ def make_parser() -> argparse.ArgumentParser:
                                   "(default: the run's own data)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--tta", type=int, choices=[0, 1, 2], help="test-time views (default: the run's own)")
     p = sub.add_parser("predict", help="top-3 classes with probabilities for image files")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("images", metavar="IMAGE", nargs="+")
     p.add_argument("--top", type=positive_int, default=3, help="how many classes to show (default 3)")
+    p.add_argument("--tta", type=int, choices=[0, 1, 2], help="test-time views (default: the run's own)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p = sub.add_parser("bench", help="time the seed's LeNet-5 epoch on each device here, beside the seed's numbers")
@@ -136,11 +161,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     cloud_cli.add_parser(sub)
     sub.add_parser("models", help="list the registered models")
+    pr = sub.add_parser("presets", help="list the presets for --preset, with their expected accuracy and time")
+    pr.add_argument("--json", action="store_true", help="print them as JSON")
     return parser
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "bench": cmd_bench,
-            "cloud": cloud_cli.run_command, "models": cmd_models}
+            "cloud": cloud_cli.run_command, "models": cmd_models, "presets": cmd_presets}
 
 
 class Terminated(BaseException):

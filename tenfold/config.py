@@ -22,6 +22,16 @@ class TrainConfig:
     image_size: int | None = None  # resize every image to this square size; None: their own size if uniform
     seed: int = 0                 # for initialisation, shuffling, dropout and augmentation
     device: str = "auto"          # auto | cpu | cuda | cuda:N | mps
+    # The fast recipes' pieces (see tenfold/presets.py); the defaults leave the seed's LeNet as it was.
+    preset: str | None = None     # the preset these settings started from, for the record
+    label_smoothing: float = 0.0  # weight moved from the true class to all classes evenly
+    schedule: str = "constant"    # constant | onecycle (linear warm-up over 23 % of the steps, then linear decay)
+    bias_lr_scale: float = 1.0    # SGD: biases learn this many times faster (their weight decay as much slower)
+    lookahead: bool = False       # average the weights every 5 steps (slow/fast weights), the fast ones at the end
+    flip: str = "random"          # with --augment: random (each image a coin) | alternating (flip pattern A, then not-A)
+    translate: int = 4            # with --augment: shift up to this many pixels each way
+    precision: str = "fp32"       # fp32 | bf16 (autocast of the forward pass: CPUs with bf16 units, recent GPUs)
+    tta: int = 0                  # test-time views: 0 the image, 1 + its mirror, 2 + both shifted a pixel (6 views)
 
     def validate(self) -> "TrainConfig":
         checks = [
@@ -35,6 +45,13 @@ class TrainConfig:
             (0.0 <= self.val_split < 1.0, f"--val-split must be in [0, 1), got {self.val_split}"),
             (self.image_size is None or 8 <= self.image_size <= 1024,
              f"--image-size must be between 8 and 1024, got {self.image_size}"),
+            (0.0 <= self.label_smoothing < 1.0, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.schedule in ("constant", "onecycle"), f"--schedule must be constant or onecycle, got {self.schedule}"),
+            (self.bias_lr_scale > 0, f"--bias-lr-scale must be positive, got {self.bias_lr_scale}"),
+            (self.flip in ("random", "alternating"), f"--flip must be random or alternating, got {self.flip}"),
+            (0 <= self.translate <= 16, f"--translate must be between 0 and 16 pixels, got {self.translate}"),
+            (self.precision in ("fp32", "bf16"), f"--precision must be fp32 or bf16, got {self.precision}"),
+            (self.tta in (0, 1, 2), f"--tta must be 0, 1 or 2, got {self.tta}"),
         ]
         for ok, message in checks:
             if not ok:

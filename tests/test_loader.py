@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from tenfold.data import DeviceLoader, ImageSet
-from tenfold.data.loader import channel_stats, random_crop, random_flip
+from tenfold.data.augment import random_flip, translate
+from tenfold.data.loader import channel_stats
 
 
 def data(n=50):
@@ -41,8 +42,8 @@ def test_same_generator_seed_same_order():
 def test_random_crop_shifts_within_the_padding():
     x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6) + 1
     g = torch.Generator().manual_seed(0)
-    assert torch.equal(random_crop(x, 0, g), x)
-    out = random_crop(x, 2, g)
+    assert torch.equal(translate(x, 0, g, 'constant'), x)
+    out = translate(x, 2, g, 'constant')
     assert out.shape == x.shape
     for i in range(2):  # each output is a window of the zero-padded input
         padded = torch.nn.functional.pad(x[i, 0], (2, 2, 2, 2))

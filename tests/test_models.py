@@ -13,9 +13,10 @@ def test_every_model_runs_forward_and_backward(name):
     out = model(x)
     assert out.shape == (4, 7)
     torch.nn.functional.cross_entropy(out, torch.arange(4)).backward()
-    grads = [p.grad for p in model.parameters()]
-    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    grads = [p.grad for p in model.parameters() if p.requires_grad]  # frozen ones (whitening, BN scales) get none
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
+    assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
 
 
 def test_lenet5_is_the_seeds_network():

@@ -53,7 +53,8 @@ def test_run_directory_holds_checkpoint_history_and_config(tree, tmp_path):
     assert ckpt["config"]["batch_size"] == 32 and set(ckpt["rng"]) >= {"torch", "loader"}
     assert ckpt["optimizer"]["state"] and ckpt["model"]["0.0.weight"].shape == (6, 3, 5, 5)
     rows = list(csv.DictReader(open(out / "history.csv")))
-    assert list(rows[0]) == ["epoch", "train_loss", "val_loss", "val_accuracy", "seconds", "images_per_s", "lr"]
+    assert list(rows[0]) == ["epoch", "train_loss", "val_loss", "val_accuracy", "seconds", "images_per_s", "lr",
+                             "val_accuracy_tta"]
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert json.loads((out / "config.json").read_text())["config"]["data"] == str(tree)
     assert not list(out.glob(".*.tmp"))

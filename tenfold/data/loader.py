@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from tenfold.data.augment import flip_mask, random_flip, translate
 from tenfold.data.dataset import ImageSet
 from tenfold.kernels import load_library
 
@@ -18,30 +19,12 @@ def channel_stats(images: np.ndarray, max_images: int = 10_000) -> tuple[list[fl
     return (x.mean(0) / 255).tolist(), (x.std(0).clamp_min(1e-3) / 255).tolist()
 
 
-def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """Pad the batch (N, C, H, W) with zeros and cut each image at its own random offset."""
-    n, _, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n, 1, 1), generator=gen, device=gen.device).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (n, 1, 1), generator=gen, device=gen.device).to(x.device)
-    rows = (torch.arange(h, device=x.device).view(1, h, 1) + dy).expand(n, h, w)  # (N, H, W)
-    cols = (torch.arange(w, device=x.device).view(1, 1, w) + dx).expand(n, h, w)
-    batch = torch.arange(n, device=x.device).view(n, 1, 1).expand(n, h, w)
-    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)  # gather in NHWC, back to NCHW
-
-
-def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Mirror a random half of the batch left-right."""
-    flip = torch.rand(x.shape[0], generator=gen, device=gen.device) < 0.5
-    return torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(3), x)
-
-
 class DeviceLoader:
     """Batches of (float NCHW in channels_last memory, int64 labels) from a resident uint8 dataset."""
 
     def __init__(self, data: ImageSet, batch_size: int, device: torch.device, mean: list[float],
                  std: list[float], shuffle: bool = False, augment: bool = False, crop_pad: int = 4,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, flip: str = "random", seed: int = 0):
         self.images = torch.from_numpy(data.images).to(device).contiguous()  # (N, H, W, 3) uint8
         self.labels = torch.from_numpy(data.labels).to(device)
         self.batch_size, self.device = batch_size, device
@@ -50,6 +33,11 @@ class DeviceLoader:
         self.scale = (1.0 / (255.0 * torch.tensor(std))).to(device)
         self.shift = (-torch.tensor(mean) / torch.tensor(std)).to(device)
         self.generator = generator or torch.Generator(device="cpu")
+        # flip="random": zero-padded random crop, then a coin per image for the mirror (the classic recipe);
+        # "alternating": the mirror by an alternating pattern (see flip_mask), then a reflection-padded shift
+        self.flip, self.seed = flip, seed
+        self.epoch = 0    # passes made so far (a resumed run sets it): the flip pattern depends on it
+        self.mask = None  # (N,) bool: which images this pass mirrors, in "alternating" mode
 
     def __len__(self) -> int:
         return (len(self.labels) + self.batch_size - 1) // self.batch_size
@@ -60,19 +48,23 @@ class DeviceLoader:
 
     def __iter__(self):
         n = len(self.labels)
+        self.epoch += 1
+        if self.augment and self.flip == "alternating":
+            pattern = torch.Generator().manual_seed(self.seed * 100_003 + (self.epoch + 1) // 2)  # one per pair
+            self.mask = flip_mask(n, self.epoch, torch.rand(n, generator=pattern) < 0.5).to(self.device)
         order = torch.randperm(n, generator=self.generator).to(self.device) if self.shuffle else None
         for start in range(0, n, self.batch_size):
             if order is None:
-                yield self.prepare(self.images[start:start + self.batch_size]), self.labels[start:start + self.batch_size]
+                idx = torch.arange(start, min(start + self.batch_size, n), device=self.device)
             else:
                 idx = order[start:start + self.batch_size]
-                yield self.gather(idx), self.labels.index_select(0, idx)
+            yield self.gather(idx), self.labels.index_select(0, idx)
 
     def gather(self, idx: torch.Tensor) -> torch.Tensor:
         """prepare(images[idx]); on the CPU in one pass of tenfold's kernel, when there is one."""
         lib = load_library() if self.device.type == "cpu" and not self.augment else None
         if lib is None:  # index_select: several times faster than advanced indexing for a batch of rows
-            return self.prepare(self.images.index_select(0, idx))
+            return self.prepare(self.images.index_select(0, idx), idx)
         n, h, w, c = len(idx), *self.images.shape[1:]
         out = torch.empty(n, h, w, c)
         idx = idx.contiguous()
@@ -80,11 +72,14 @@ class DeviceLoader:
                              self.shift.data_ptr(), out.data_ptr())
         return out.permute(0, 3, 1, 2)
 
-    def prepare(self, u8: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, H, W, C) -> normalised float (B, C, H, W), channels_last in memory."""
+    def prepare(self, u8: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W, C) images number `idx` -> normalised float (B, C, H, W), channels_last in memory."""
         # one fused multiply-add in NHWC; seen as NCHW, that memory is already channels_last
         x = torch.addcmul(self.shift, u8.float(), self.scale).permute(0, 3, 1, 2)
-        if self.augment:
-            x = random_flip(random_crop(x, self.crop_pad, self.generator), self.generator)
+        if self.augment and self.flip == "alternating":
+            x = torch.where(self.mask[idx].view(-1, 1, 1, 1), x.flip(3), x)
+            x = translate(x, self.crop_pad, self.generator, "reflect").contiguous(memory_format=torch.channels_last)
+        elif self.augment:
+            x = random_flip(translate(x, self.crop_pad, self.generator, "constant"), self.generator)
             x = x.contiguous(memory_format=torch.channels_last)
         return x

@@ -2,6 +2,7 @@
 from tenfold.models.blocks import conv2d_maxpool, dropout, flatten, fully_conn, output
 from tenfold.models.registry import create_model, list_models, load_user_model, register_model
 from tenfold.models import lenet as _lenet  # noqa: F401  (registers the seed's net)
+from tenfold.models import airbench as _airbench  # noqa: F401  (registers the fast nets)
 
 __all__ = ["conv2d_maxpool", "flatten", "fully_conn", "dropout", "output",
            "create_model", "list_models", "register_model", "load_user_model"]

@@ -65,8 +65,9 @@ def epoch_line(epoch: int, logs: dict) -> str:
     """The seed's words: `Epoch  1: Training Loss:  1.65 Validation Accuracy: 40.88% Time 4.5s`."""
     acc = logs.get("val_accuracy")
     acc_text = "   n/a" if acc is None or math.isnan(acc) else f"{acc:6.2%}"
+    tta = f" (test-time augmentation: {logs['val_accuracy_tta']:.2%})" if "val_accuracy_tta" in logs else ""
     return (f"Epoch {epoch:2d}: Training Loss: {logs['loss']:5.2f} "
-            f"Validation Accuracy: {acc_text} Time {logs['seconds']:.1f}s")
+            f"Validation Accuracy: {acc_text} Time {logs['seconds']:.1f}s{tta}")
 
 
 class SeedLogger(Callback):

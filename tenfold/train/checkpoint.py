@@ -20,7 +20,8 @@ from tenfold.train.callbacks import Callback
 CHECKPOINT = "checkpoint.pt"
 FORMAT = "tenfold-checkpoint"
 VERSION = 1
-HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_accuracy", "seconds", "images_per_s", "lr"]
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_accuracy", "seconds", "images_per_s", "lr",
+                   "val_accuracy_tta"]
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -58,7 +59,8 @@ def history_csv(rows: list[dict]) -> str:
     for r in rows:
         w.writerow({"epoch": r["epoch"], "train_loss": f"{r['loss']:.6f}", "val_loss": f"{r['val_loss']:.6f}",
                     "val_accuracy": f"{r['val_accuracy']:.6f}", "seconds": f"{r['seconds']:.3f}",
-                    "images_per_s": f"{r['images_per_s']:.1f}", "lr": f"{r['lr']:.6g}"})
+                    "images_per_s": f"{r['images_per_s']:.1f}", "lr": f"{r['lr']:.6g}",
+                    "val_accuracy_tta": f"{r['val_accuracy_tta']:.6f}" if "val_accuracy_tta" in r else ""})
     return buf.getvalue()
 
 
@@ -69,8 +71,9 @@ def write_json(path: Path, obj: dict) -> None:
 class Checkpointer(Callback):
     """After every epoch: checkpoint.pt first (the truth), then history.csv derived from it."""
 
-    def __init__(self, run_dir: Path, model, optimizer, rng_state, meta: dict, history: list[dict]):
+    def __init__(self, run_dir: Path, model, optimizer, rng_state, meta: dict, history: list[dict], extra=None):
         self.run_dir, self.model, self.optimizer = Path(run_dir), model, optimizer
+        self.extra = extra          # () -> dict of more state to keep (the lookahead's slow weights), or None
         self.rng_state = rng_state  # () -> dict of RNG states, read at the end of each epoch
         self.meta = meta            # config, classes, image_shape, mean, std, data facts
         self.history = list(history)
@@ -84,6 +87,6 @@ class Checkpointer(Callback):
         self.history.append(dict(logs))
         state = {**self.meta, "epoch": epoch, "history": self.history,
                  "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "rng": self.rng_state()}
+                 "rng": self.rng_state(), **(self.extra() if self.extra else {})}
         save_checkpoint(self.run_dir / CHECKPOINT, state)
         atomic_write_text(self.run_dir / "history.csv", history_csv(self.history))

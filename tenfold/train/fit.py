@@ -8,14 +8,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from tenfold.train.callbacks import Callback, CallbackList, History
+from tenfold.train.recipe import predict_tta
 
 
-def train_epoch(model: nn.Module, optimizer, loader, callbacks: CallbackList) -> float:
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast for the forward pass (matmuls and convs in bf16, reductions in fp32), or nothing for fp32."""
+    return torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16")
+
+
+def train_epoch(model: nn.Module, optimizer, loader, callbacks: CallbackList, label_smoothing: float = 0.0,
+                precision: str = "fp32") -> float:
     """One pass over `loader`; returns the mean training loss (one host sync, at the end)."""
     model.train()
     total = torch.zeros((), device=loader.device)
     for i, (x, y) in enumerate(loader):
-        loss = F.cross_entropy(model(x), y)
+        with autocast(loader.device, precision):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -25,25 +34,27 @@ def train_epoch(model: nn.Module, optimizer, loader, callbacks: CallbackList) ->
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, loader) -> torch.Tensor:
-    """Logits for every image of `loader`, in order, as one (N, classes) tensor."""
+def predict_logits(model: nn.Module, loader, tta: int = 0, precision: str = "fp32") -> torch.Tensor:
+    """Logits for every image of `loader`, in order, as one (N, classes) tensor (averaged over `tta` views)."""
     model.eval()
-    return torch.cat([model(x).float() for x, _ in loader])
+    with autocast(loader.device, precision):
+        return torch.cat([predict_tta(model, x, tta) for x, _ in loader])
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader) -> dict:
+def evaluate(model: nn.Module, loader, tta: int = 0, precision: str = "fp32") -> dict:
     """{'loss': mean cross-entropy, 'accuracy': fraction correct} over `loader`."""
-    logits = predict_logits(model, loader)
+    logits = predict_logits(model, loader, tta, precision)
     labels = loader.labels
     return {"loss": F.cross_entropy(logits, labels).item(),
             "accuracy": (logits.argmax(1) == labels).float().mean().item()}
 
 
 def fit(model: nn.Module, optimizer, train_loader, val_loader=None, epochs: int = 10,
-        callbacks: list[Callback] | None = None, start_epoch: int = 0,
-        history: History | None = None) -> History:
-    """Train from epoch `start_epoch` + 1 to `epochs`; returns the History (resumed runs included)."""
+        callbacks: list[Callback] | None = None, start_epoch: int = 0, history: History | None = None,
+        label_smoothing: float = 0.0, precision: str = "fp32", tta: int = 0) -> History:
+    """Train from epoch `start_epoch` + 1 to `epochs`; returns the History (resumed runs included). The last
+    epoch's validation is also made with `tta` test-time views (`val_accuracy_tta`)."""
     history = history or History()
     cbs = CallbackList([history, *(callbacks or [])])
     cbs.on_train_begin({"epochs": epochs, "start_epoch": start_epoch})
@@ -51,14 +62,17 @@ def fit(model: nn.Module, optimizer, train_loader, val_loader=None, epochs: int 
         for epoch in range(start_epoch + 1, epochs + 1):
             cbs.on_epoch_begin(epoch, {})
             t0 = time.perf_counter()
-            loss = train_epoch(model, optimizer, train_loader, cbs)
+            loss = train_epoch(model, optimizer, train_loader, cbs, label_smoothing, precision)
             train_seconds = time.perf_counter() - t0
-            val = evaluate(model, val_loader) if val_loader is not None else {"loss": float("nan"),
-                                                                             "accuracy": float("nan")}
+            val = evaluate(model, val_loader, 0, precision) if val_loader is not None else {
+                "loss": float("nan"), "accuracy": float("nan")}
             logs = {"epoch": epoch, "loss": loss, "val_loss": val["loss"], "val_accuracy": val["accuracy"],
                     "seconds": time.perf_counter() - t0,
                     "images_per_s": train_loader.num_images / train_seconds,
                     "lr": optimizer.param_groups[0]["lr"]}
+            if tta and epoch == epochs and val_loader is not None:
+                logs["val_accuracy_tta"] = evaluate(model, val_loader, tta, precision)["accuracy"]
+                logs["seconds"] = time.perf_counter() - t0
             cbs.on_epoch_end(epoch, logs)
     finally:
         cbs.on_train_end({})

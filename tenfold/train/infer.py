@@ -31,6 +31,14 @@ class Trained:
     def shape(self) -> tuple[int, int]:
         return tuple(self.ckpt["image_shape"])
 
+    @property
+    def precision(self) -> str:
+        return self.ckpt["config"].get("precision", "fp32")
+
+    def views(self, tta: int | None) -> int:
+        """The test-time views asked for, else the run's own setting."""
+        return self.ckpt["config"].get("tta", 0) if tta is None else tta
+
     def loader(self, data: ImageSet) -> DeviceLoader:
         return DeviceLoader(data, EVAL_BATCH, self.device, self.ckpt["mean"], self.ckpt["std"])
 
@@ -50,18 +58,19 @@ def load_trained(run_dir: str | Path, device: str = "auto") -> Trained:
 
 
 def evaluate_run(run_dir: str | Path, data: str | None = None, device: str = "auto",
-                 quiet: bool = False) -> dict:
+                 quiet: bool = False, tta: int | None = None) -> dict:
     """Accuracy, per-class accuracy and the confusion matrix on the test split of `data`."""
     trained = load_trained(run_dir, device)
     source = data or trained.ckpt["config"]["data"]
     test = open_test_set(source, trained.classes, trained.shape, quiet=quiet)
-    pred = predict_logits(trained.model, trained.loader(test)).argmax(1).cpu().numpy()
+    logits = predict_logits(trained.model, trained.loader(test), trained.views(tta), trained.precision)
+    pred = logits.argmax(1).cpu().numpy()
     k = len(trained.classes)
     confusion = np.bincount(test.labels * k + pred, minlength=k * k).reshape(k, k)  # rows: true, cols: predicted
     totals = confusion.sum(1)
     per_class = {c: (float(confusion[i, i] / totals[i]) if totals[i] else None)
                  for i, c in enumerate(trained.classes)}
-    return {"run": str(run_dir), "data": source, "images": int(len(test)),
+    return {"run": str(run_dir), "data": source, "images": int(len(test)), "tta": trained.views(tta),
             "accuracy": float(np.trace(confusion) / max(1, len(test))), "classes": trained.classes,
             "per_class_accuracy": per_class, "confusion_matrix": confusion.tolist()}
 
@@ -69,7 +78,8 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, device: str = "au
 def format_evaluation(result: dict) -> str:
     classes, cm = result["classes"], np.array(result["confusion_matrix"])
     width = max(8, *(len(c) for c in classes))
-    lines = [f"Test images: {result['images']} from {result['data']}", "",
+    views = {0: "", 1: " (2 test-time views)", 2: " (6 test-time views)"}[result.get("tta", 0)]
+    lines = [f"Test images: {result['images']} from {result['data']}{views}", "",
              f"{'class':<{width}}  accuracy  correct/total"]
     for i, c in enumerate(classes):
         acc = result["per_class_accuracy"][c]
@@ -97,9 +107,10 @@ def load_image(path: str, shape: tuple[int, int]) -> np.ndarray:
         raise DataError(f"{path}: not an image Pillow can read ({e.__class__.__name__})") from None
 
 
-def predict_images(trained: Trained, images: list[np.ndarray], top: int = 3) -> list[list[tuple[str, float]]]:
+def predict_images(trained: Trained, images: list[np.ndarray], top: int = 3,
+                   tta: int | None = None) -> list[list[tuple[str, float]]]:
     """Top-`top` (class, probability) for each image."""
     data = ImageSet(np.stack(images), np.zeros(len(images), dtype=np.int64), trained.classes)
-    probs = predict_logits(trained.model, trained.loader(data)).softmax(1)
+    probs = predict_logits(trained.model, trained.loader(data), trained.views(tta), trained.precision).softmax(1)
     p, idx = probs.topk(min(top, probs.shape[1]), dim=1)
     return [[(trained.classes[j], float(q)) for q, j in zip(pr.tolist(), ix.tolist())] for pr, ix in zip(p, idx)]

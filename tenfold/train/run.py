@@ -17,6 +17,7 @@ from tenfold.train.callbacks import History, ProgressBar, SeedLogger
 from tenfold.train.checkpoint import CHECKPOINT, Checkpointer, load_checkpoint
 from tenfold.train.device import describe, pick_device, rng_state, set_rng_state
 from tenfold.train.fit import fit
+from tenfold.train.recipe import Lookahead, LRSchedule
 
 EVAL_BATCH = 2048  # images per evaluation batch: large, since inference keeps no activations
 
@@ -39,10 +40,23 @@ def default_run_dir(config: TrainConfig) -> Path:
 
 
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # frozen layers stay out
     if config.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay, nesterov=config.momentum > 0)
-    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        scale = config.bias_lr_scale  # biases learn `scale` times faster and decay as much slower (airbench)
+        groups = [{"params": [p for n, p in trainable if scale == 1 or not n.endswith("bias")]}]
+        if scale != 1:
+            groups.append({"params": [p for n, p in trainable if n.endswith("bias")], "lr": config.lr * scale,
+                           "weight_decay": config.weight_decay / scale})
+        optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay, nesterov=config.momentum > 0)
+    else:
+        optimizer = torch.optim.Adam([p for _, p in trainable], lr=config.lr, weight_decay=config.weight_decay)
+    for g in optimizer.param_groups:
+        g["initial_lr"] = g["lr"]  # the schedule's base, kept in the optimizer's saved state
+    return optimizer
+
+
+WHITEN_IMAGES = 5000  # training images for data-dependent initialisation (the whitening layer's statistics)
 
 
 def build(config: TrainConfig, quiet: bool = False, stats: tuple | None = None, data: Splits | None = None) -> Run:
@@ -53,6 +67,11 @@ def build(config: TrainConfig, quiet: bool = False, stats: tuple | None = None, 
     torch.manual_seed(config.seed)
     model = create_model(config.model, num_classes=len(data.train.classes), image_shape=data.train.shape,
                          keep_prob=config.keep_prob)
+    if hasattr(model, "init_from_data"):  # e.g. the whitening layer; a resumed run overwrites it from the checkpoint
+        every = max(1, len(data.train) // WHITEN_IMAGES)  # evenly spaced: the split may be sorted by class
+        sample = DeviceLoader(data.train.subset(slice(None, None, every)), WHITEN_IMAGES, torch.device("cpu"),
+                              mean, std)
+        model.init_from_data(next(iter(sample))[0])
     model = model.to(device, memory_format=torch.channels_last)
     generator = torch.Generator().manual_seed(config.seed)
     meta = {"config": config.to_dict(), "classes": data.train.classes, "image_shape": list(data.train.shape),
@@ -63,8 +82,9 @@ def build(config: TrainConfig, quiet: bool = False, stats: tuple | None = None, 
 
 def loaders(run: Run, batch_size: int) -> tuple[DeviceLoader, DeviceLoader | None]:
     m, s = run.meta["mean"], run.meta["std"]
-    train = DeviceLoader(run.data.train, batch_size, run.device, m, s, shuffle=True,
-                         augment=run.config.augment, generator=run.generator)
+    c = run.config
+    train = DeviceLoader(run.data.train, batch_size, run.device, m, s, shuffle=True, augment=c.augment,
+                         crop_pad=c.translate, generator=run.generator, flip=c.flip, seed=c.seed)
     val = DeviceLoader(run.data.val, EVAL_BATCH, run.device, m, s) if run.data.val is not None else None
     return train, val
 
@@ -83,8 +103,10 @@ def restore(run: Run, ckpt: dict) -> None:
 
 
 def train(config: TrainConfig | None = None, out: str | Path | None = None, resume: str | Path | None = None,
-          quiet: bool = False, progress: bool | None = None, **overrides) -> History:
-    """Train (or resume) a run; returns its History. Each epoch lands atomically in the run directory."""
+          quiet: bool = False, progress: bool | None = None, callbacks: list | None = None,
+          **overrides) -> History:
+    """Train (or resume) a run; returns its History. Each epoch lands atomically in the run directory.
+    `callbacks` (Keras-style) see every epoch after it is saved."""
     if resume is not None:
         ckpt = load_checkpoint(resume)
         config = TrainConfig.from_dict(ckpt["config"]).updated(**overrides).validate()
@@ -107,11 +129,23 @@ def train(config: TrainConfig | None = None, out: str | Path | None = None, resu
         if start >= config.epochs:
             print(f"tenfold: {run_dir} already finished {start} epochs; pass --epochs N (> {start}) to train longer",
                   file=sys.stderr)
-    callbacks = [Checkpointer(run_dir, run.model, run.optimizer,
-                              lambda: rng_state(run.device, run.generator), run.meta, rows)]
+    train_loader.epoch = start  # the flip pattern and the schedule continue where the run stopped
+    total_steps = config.epochs * len(train_loader)
+    recipe = []
+    if config.schedule == "onecycle":
+        recipe.append(LRSchedule(run.optimizer, total_steps, start * len(train_loader)))
+    if config.lookahead:
+        recipe.append(Lookahead(run.model, total_steps))
+        if resume is not None and "lookahead" in ckpt:
+            recipe[-1].load(ckpt["lookahead"])
+    extra = (lambda: {"lookahead": recipe[-1].state()}) if config.lookahead else None
+    callbacks = [*recipe, Checkpointer(run_dir, run.model, run.optimizer,
+                                       lambda: rng_state(run.device, run.generator), run.meta, rows, extra),
+                 *(callbacks or [])]
     if not quiet and progress is not False:  # the bar first: it clears its line before the epoch line prints
         callbacks.append(ProgressBar(train_loader.num_images, config.epochs, force=bool(progress)))
     if not quiet:
         callbacks.append(SeedLogger())
     return fit(run.model, run.optimizer, train_loader, val_loader, config.epochs, callbacks,
-               start_epoch=start, history=History(rows))
+               start_epoch=start, history=History(rows), label_smoothing=config.label_smoothing,
+               precision=config.precision, tta=config.tta)

@@ -1,0 +1,47 @@
+"""Presets: a model with the optimiser, schedule, augmentation, epochs and test-time augmentation that suit it.
+`tenfold train --preset NAME` starts from one; any flag given as well overrides it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tenfold.errors import ConfigError
+
+# airbench's SGD settings, per image: a learning rate of 11.5 per 1024 (1 + 1/(1 - momentum)) images, applied to the
+# mean loss of a batch, and a decay of 0.0153 per kilo-step at the peak learning rate.
+MOMENTUM = 0.85
+PER_IMAGE_LR = 11.5 / (1024 * (1 + 1 / (1 - MOMENTUM)))
+
+
+def fast_recipe(model: str, epochs: int, batch_size: int) -> dict:
+    lr = PER_IMAGE_LR * batch_size                               # for the batch's mean loss
+    decay = 0.0153 * batch_size / (1024 * (1 + 1 / (1 - MOMENTUM)))  # weights shrink this much per step at peak lr
+    return {"model": model, "epochs": epochs, "batch_size": batch_size, "optimizer": "sgd", "lr": lr,
+            "momentum": MOMENTUM, "weight_decay": decay / lr, "bias_lr_scale": 64.0, "label_smoothing": 0.2,
+            "schedule": "onecycle", "lookahead": True, "augment": True, "flip": "alternating", "translate": 2,
+            "precision": "bf16", "tta": 2}
+
+
+@dataclass
+class Preset:
+    name: str
+    description: str
+    expected: str                       # accuracy and time, as measured (see BENCHMARKS.md)
+    settings: dict = field(default_factory=dict)
+
+
+PRESETS = {p.name: p for p in [
+    Preset("lenet5", "the seed's LeNet-5 with Adam, as in the original project",
+           "about 62 % after 5 epochs; 2 s per epoch on 2 CPU cores", {"model": "lenet5"}),
+    Preset("fast", "airbench94-class net (widths 64/256/256), for GPUs",
+           "about 94 % in 10 epochs (not yet timed on a GPU here)", fast_recipe("airnet94", 10, 1024)),
+    Preset("fast-small", "widths 64/128/256, sized for a few CPU cores",
+           "see BENCHMARKS.md", fast_recipe("airnet_small", 14, 1024)),
+    Preset("fast-tiny", "widths 32/64/128: the quickest to 85 % on a CPU",
+           "see BENCHMARKS.md", fast_recipe("airnet_tiny", 10, 1024)),
+]}
+
+
+def preset_settings(name: str) -> dict:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}'; choose one of: {', '.join(PRESETS)} (see `tenfold presets`)")
+    return {**PRESETS[name].settings, "preset": name}
