@@ -2,7 +2,9 @@
 its log, and fetch the results back. Works on any ssh host (`--host`), an AWS instance being one of them.
 
 On the host, under REMOTE (default ~/tenfold): work/ is a copy of the local working directory (without what
-.gitignore excludes), data/ holds the synced data sets, job/ the running job's log, pid and exit status.
+.gitignore excludes), data/ holds the synced data sets, job/ the job's spec, log, pid and exit status, and
+agent.py (tenfold/cloud/agent.py, copied over) runs the job, resumes it after an interruption and enforces the
+guardrails there.
 """
 from __future__ import annotations
 

@@ -19,14 +19,18 @@ def flip_mask(n: int, epoch: int, base: torch.Tensor) -> torch.Tensor:
 
 def translate(x: torch.Tensor, pad: int, gen: torch.Generator, mode: str = "reflect") -> torch.Tensor:
     """Shift each image of (N, C, H, W) by up to `pad` pixels each way, one random offset per image; the edge is
-    filled by reflection, or with zeros (mode="constant": the classic pad-and-crop)."""
+    filled by reflection, or with zeros (mode="constant": the classic pad-and-crop). One slice copy per offset
+    for the images that drew it (faster than a gather with per-pixel indices)."""
     if pad == 0:
         return x
     n, _, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad), mode=mode)
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=gen.device).to(x.device)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=gen.device).to(x.device)
-    rows = torch.arange(h, device=x.device).view(1, h) + dy.view(n, 1)  # (N, H)
-    cols = torch.arange(w, device=x.device).view(1, w) + dx.view(n, 1)  # (N, W)
-    out = padded.gather(2, rows.view(n, 1, h, 1).expand(n, x.shape[1], h, w + 2 * pad))
-    return out.gather(3, cols.view(n, 1, 1, w).expand(n, x.shape[1], h, w))
+    out = torch.empty_like(x)
+    for sy in range(2 * pad + 1):
+        for sx in range(2 * pad + 1):
+            idx = ((dy == sy) & (dx == sx)).nonzero().squeeze(1)
+            if len(idx):
+                out[idx] = padded[idx, :, sy:sy + h, sx:sx + w]
+    return out
