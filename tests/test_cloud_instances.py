@@ -1,5 +1,6 @@
 """`tenfold cloud up | status | stop | start | down` against the AWS test bed: what is created, and that `down`
 leaves nothing behind. moto's invented public addresses are never contacted (the suite has only loopback)."""
+import base64
 import json
 import os
 import stat
@@ -207,3 +208,22 @@ def test_a_key_pair_whose_private_key_is_lost_is_replaced(cloud, tenfold_home):
     assert pair["KeyPairId"] != old["KeyPairId"]
     key = (tenfold_home / "keys" / "tenfold-gpu.pem").read_text()
     assert "PRIVATE KEY" in key and key != old["KeyMaterial"]
+
+
+def test_the_first_boot_installs_the_agent_with_its_guardrails(cloud, tmp_path):
+    """The launch carries user data that cloud-init runs as root at first boot: here it runs on this machine
+    (as the current user, into the test's folder) and must leave the agent running with the guardrails asked."""
+    out = cli("up", "gpu", "--spot", "--idle-stop", "45m", "--max-hours", "3", "--cidr", "203.0.113.7/32")
+    attr = ec2().describe_instance_attribute(InstanceId=out["instance"]["id"], Attribute="userData")
+    script = base64.b64decode(attr["UserData"]["Value"]).decode()
+    assert script.startswith("#!/bin/bash\n")
+    root = tmp_path / "remote"
+    user = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+    boot = subprocess.run(["bash", "-c", script], env={**os.environ, "TENFOLD_ROOT": str(root), "TENFOLD_USER": user},
+                          capture_output=True, text=True, timeout=60)
+    assert boot.returncode == 0, boot.stderr
+    assert (root / "agent.py").read_bytes() == (REPO / "tenfold" / "cloud" / "agent.py").read_bytes()
+    settings = json.loads((root / "agent.json").read_text())
+    assert (settings["idle_stop"], settings["max_hours"], settings["spot"]) == (2700, 3, True)
+    pid = int((root / "agent.pid").read_text())
+    assert os.path.exists(f"/proc/{pid}") and b"watch" in open(f"/proc/{pid}/cmdline", "rb").read()

@@ -115,7 +115,7 @@ def dlami(s, region: str, ami: str | None) -> str:
 
 
 def launch(s, name: str, region: str, itype: str, spot: bool, disk: int, image: str, key: str, group: str,
-           max_price: float | None) -> dict:
+           max_price: float | None, user_data: str = "") -> dict:
     ec2 = aws.client(s, "ec2", region)
     with aws.aws_errors(region):
         root = ec2.describe_images(ImageIds=[image])["Images"][0].get("RootDeviceName", "/dev/sda1")
@@ -123,7 +123,8 @@ def launch(s, name: str, region: str, itype: str, spot: bool, disk: int, image: 
                     MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},  # IMDSv2 only
                     BlockDeviceMappings=[{"DeviceName": root, "Ebs": {"VolumeSize": disk, "VolumeType": "gp3",
                                                                       "DeleteOnTermination": True}}],
-                    TagSpecifications=[{"ResourceType": r, "Tags": tags(name)} for r in ("instance", "volume")])
+                    TagSpecifications=[{"ResourceType": r, "Tags": tags(name)} for r in ("instance", "volume")],
+                    UserData=user_data)  # the agent and its guardrails from the first boot
         if spot:  # persistent + stop: the only spot kind that can be stopped and started again
             options = {"SpotInstanceType": "persistent", "InstanceInterruptionBehavior": "stop"}
             if max_price is not None:
@@ -226,7 +227,8 @@ def up(name: str = "default", itype: str = "g4dn.xlarge", spot: bool = True, dis
         key = ensure_key_pair(s, name, region)
         group = ensure_security_group(s, name, region, allowed)
         try:
-            instance = launch(s, name, region, itype, spot, disk, dlami(s, region, ami), key, group, max_price)
+            instance = launch(s, name, region, itype, spot, disk, dlami(s, region, ami), key, group, max_price,
+                              jobs.boot_script(guardrails.settings(spot)))
         except aws.CloudError:
             with contextlib.suppress(aws.CloudError):
                 down(name, region, profile)  # the key pair and security group go too: nothing left behind
@@ -238,9 +240,9 @@ def up(name: str = "default", itype: str = "g4dn.xlarge", spot: bool = True, dis
         if wait > 0:
             wait_for_ssh(resource_name(name), wait)
             jobs.install_agent(resource_name(name), guardrails.settings(instance.get("InstanceLifecycle") == "spot"))
-        else:
-            print(f"warning: --no-wait: the guardrails (idle stop, max hours, spot-interruption recovery) start "
-                  f"when tenfold first reaches the instance (`tenfold cloud up {name}` again)", file=sys.stderr)
+        elif action == "found":
+            print(f"warning: --no-wait: changed guardrails reach the instance when tenfold next connects "
+                  f"(`tenfold cloud up {name}` again)", file=sys.stderr)
     return {"name": name, "action": action, "instance": summary(instance), "cost": hourly_cost(s, instance, region)}
 
 

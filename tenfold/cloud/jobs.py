@@ -8,7 +8,9 @@ guardrails there.
 """
 from __future__ import annotations
 
+import base64
 import datetime
+import gzip
 import json
 import os
 import shlex
@@ -74,9 +76,31 @@ def install_agent(host: str, settings: dict | None = None) -> None:
     ssh(host, f"mkdir -p {root}/work {root}/data {root}/job")
     rsync(str(Path(__file__).with_name("agent.py")), f"{host}:{root}/agent.py")
     if settings is not None:
-        overrides = json.loads(os.environ.get("TENFOLD_AGENT_OVERRIDES") or "{}")  # e.g. a test's stop command
-        write_remote(host, f"{root}/agent.json", json.dumps({**settings, **overrides}, indent=1))
+        write_remote(host, f"{root}/agent.json", json.dumps(agent_settings(settings), indent=1))
         agent(host, "restart")
+
+
+def agent_settings(settings: dict) -> dict:
+    """The agent's settings, with $TENFOLD_AGENT_OVERRIDES (JSON) on top: how the tests make its stop harmless."""
+    return {**settings, **json.loads(os.environ.get("TENFOLD_AGENT_OVERRIDES") or "{}")}
+
+
+def boot_script(settings: dict) -> str:
+    """EC2 user data: at the instance's first boot (cloud-init, as root) install the agent with its guardrails
+    and start it, so they hold even if this machine never connects (`up --no-wait`, a laptop gone)."""
+    source = base64.b64encode(gzip.compress(Path(__file__).with_name("agent.py").read_bytes())).decode()
+    return "\n".join([
+        "#!/bin/bash",
+        "# tenfold: the agent (idle stop, max hours, spot-interruption recovery) from the first boot",
+        "set -eu",
+        'RUN_AS="${TENFOLD_USER:-ubuntu}"',  # the Deep Learning AMI's login
+        f'ROOT="${{TENFOLD_ROOT:-/home/$RUN_AS/{DEFAULT_REMOTE}}}"',
+        'mkdir -p "$ROOT/job"',
+        f'echo {source} | base64 -d | gunzip > "$ROOT/agent.py"',
+        f"cat > \"$ROOT/agent.json\" <<'TENFOLD_JSON'\n{json.dumps(agent_settings(settings))}\nTENFOLD_JSON",
+        'chown -R "$RUN_AS:" "$ROOT"',
+        'if [ "$(id -un)" = "$RUN_AS" ]; then python3 "$ROOT/agent.py" "$ROOT" ensure; '
+        'else sudo -u "$RUN_AS" -H python3 "$ROOT/agent.py" "$ROOT" ensure; fi', ""])
 
 
 def write_remote(host: str, path: str, text: str, private: bool = False) -> None:
