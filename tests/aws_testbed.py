@@ -159,6 +159,22 @@ class AwsTestBed:
             request.state, request._status_code = "disabled", "instance-stopped-by-price"
         self.imds.notice = None
 
+    def restart_by_aws(self, instance_id: str, after: float, region: str = "us-east-1") -> threading.Timer:
+        """Capacity returns: AWS starts the interrupted instance again by itself, `after` seconds from now."""
+        def restart():
+            from moto.ec2.models import ec2_backends
+            backend = ec2_backends["123456789012"][region]
+            instance = backend.get_instance(instance_id)
+            instance.start()
+            from moto.core.utils import utcnow
+            instance.launch_time = utcnow()  # AWS resets the launch time at every start
+            request = backend.spot_instance_requests.get(getattr(instance, "spot_instance_request_id", None))
+            if request is not None:
+                request.state, request._status_code = "active", "fulfilled"
+        timer = threading.Timer(after, restart)
+        timer.start()
+        return timer
+
     def close(self) -> None:
         self.imds.close()
         for cls, name, fn in self.patches:

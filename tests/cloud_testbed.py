@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from aws_testbed import AwsTestBed, ago  # noqa: E402
 from ssh_testbed import SshServer, power_off  # noqa: E402
 
-CALLER = "203.0.113.7"  # the address the test bed reports as this machine's public one (TEST-NET-3)
+CALLER = "203.0.113.7"
+RESTART_AFTER = 20  # seconds until AWS "finds capacity" and starts an interrupted instance again  # the address the test bed reports as this machine's public one (TEST-NET-3)
 
 
 def job_ended(remote: Path) -> bool:
@@ -76,7 +77,8 @@ def control(bed: AwsTestBed, remote: Path) -> http.server.ThreadingHTTPServer:
             verb, _, arg = self.path.strip("/").partition("/")
             if verb == "interrupt":
                 spot_interruption(bed, arg, remote)
-                self.reply(200, f"{arg}: interrupted and stopped by AWS\n")
+                bed.restart_by_aws(arg, after=RESTART_AFTER)
+                self.reply(200, f"{arg}: interrupted and stopped by AWS; capacity returns in {RESTART_AFTER} s\n")
             elif verb == "fail-launch":
                 bed.fail_launches(arg)
                 self.reply(200, f"the next launch fails with {arg}\n")

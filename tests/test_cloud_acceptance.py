@@ -95,9 +95,12 @@ def test_spot_round_trip_with_an_interruption(cloud, tenfold_home, tmp_path, mon
         assert long_job.returncode == 1 and "was interrupted" in err and "--resume" in err, err
         assert 1 <= len(before) < 150 and not stopped_by_agent.exists()
 
+        refused = run_cli("cloud", "start", "gpu")                # only AWS may start it again
+        assert refused.returncode == 1 and "only AWS can start it again" in refused.stderr
+        cloud.restart_by_aws(iid, after=3)                      # capacity returns a little later
         resumed = run_cli("cloud", "run", "gpu", "--resume", cwd=project)
         assert resumed.returncode == 0, resumed.stderr
-        assert "starting tenfold-gpu" in resumed.stderr
+        assert "AWS stopped tenfold-gpu for capacity" in resumed.stderr and "Waiting up to" in resumed.stderr
         assert "tenfold: resuming after an interruption: tenfold train --resume runs/long" in resumed.stdout
         after = history(project / "runs" / "long" / "history.csv")
         assert [int(r["epoch"]) for r in after] == list(range(1, 151))

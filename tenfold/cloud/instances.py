@@ -11,6 +11,7 @@ import datetime
 import ipaddress
 import os
 import sys
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from tenfold.fileio import atomic_open, tenfold_home
 DLAMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
 CHECKIP_URL = "https://checkip.amazonaws.com"
 SSH_WAIT = 600   # seconds: a Deep Learning AMI takes a few minutes to boot
+RESTART_POLL = 2  # seconds between looks at an interrupted instance that AWS is to restart
 IDLE_STOP = 3600  # seconds: the default idle stop, so a forgotten instance stops billing compute after an hour
 
 
@@ -282,6 +284,10 @@ def change_state(name: str, region: str | None, profile: str | None, verb: str) 
     region = aws.region_of(s)
     inst = one(s, name, region)
     cost.catch_up(inst, name, region)  # a stop tenfold did not make (a spot interruption), before this start
+    if verb == "start" and interrupted(inst):
+        raise aws.CloudError(f"AWS stopped tenfold-{name} for capacity (a spot interruption): only AWS can start "
+                             f"it again, which it does when capacity returns; `tenfold cloud run {name} --resume` "
+                             "waits for that and follows the resumed job")
     ec2 = aws.client(s, "ec2", region)
     call, waiter = {"stop": (ec2.stop_instances, "instance_stopped"),
                     "start": (ec2.start_instances, "instance_running")}[verb]
@@ -311,21 +317,47 @@ def start(name: str = "default", region: str | None = None, profile: str | None 
     return inst
 
 
+def interrupted(inst: dict) -> bool:
+    """Stopped by AWS for capacity: only AWS may start it again (it does when capacity returns)."""
+    return inst.get("StateReason", {}).get("Code") == "Server.SpotInstanceShutdown"
+
+
+def wait_for_aws_restart(s, name: str, region: str, wait: float) -> dict:
+    print(f"tenfold: AWS stopped tenfold-{name} for capacity (a spot interruption); only AWS can start it again, "
+          f"which it does when capacity returns. Waiting up to {wait:.0f} s; the job resumes by itself then "
+          "(Ctrl-C stops waiting, not the job)", file=sys.stderr)
+    deadline = time.monotonic() + wait
+    while True:
+        inst = one(s, name, region)
+        if inst["State"]["Name"] == "running" and inst.get("PublicIpAddress"):
+            return inst
+        if time.monotonic() > deadline:
+            raise aws.CloudError(f"AWS has not restarted tenfold-{name} within {wait:.0f} s; it will when capacity "
+                                 f"returns (follow with `tenfold cloud run {name} --resume`), or stop paying for "
+                                 f"its disk with `tenfold cloud down {name}`")
+        time.sleep(RESTART_POLL)
+
+
 def reach(name: str, region: str | None, profile: str | None, wait: float = SSH_WAIT) -> str:
-    """The ssh host of instance NAME, running: started if it is stopped, its address refreshed if AWS restarted
-    it by itself (a persistent spot request does after an interruption)."""
+    """The ssh host of instance NAME, running: started if it is stopped (or, after a spot interruption, once AWS
+    restarted it), its address refreshed, its agent running (which resumes the job)."""
     s = aws.session(region, profile)
     region = aws.region_of(s)
     inst = one(s, name, region)
     cost.catch_up(inst, name, region)
-    if inst["State"]["Name"] in ("stopped", "stopping"):
+    if inst["State"]["Name"] in ("stopped", "stopping") and not interrupted(inst):
         print(f"tenfold: starting tenfold-{name}", file=sys.stderr)
         start(name, region, profile, wait)
-    elif inst["State"]["Name"] in ("running", "pending") and inst.get("PublicIpAddress"):
-        write_host(resource_name(name), inst["PublicIpAddress"], key_path(name))
-        wait_for_ssh(resource_name(name), wait)
-    else:
+        return resource_name(name)
+    if inst["State"]["Name"] in ("stopped", "stopping"):
+        inst = wait_for_aws_restart(s, name, region, wait)
+        cost.catch_up(inst, name, region)  # AWS's own start, at its launch time
+    elif inst["State"]["Name"] not in ("running", "pending") or not inst.get("PublicIpAddress"):
         raise aws.CloudError(f"tenfold-{name} is {inst['State']['Name']}: see `tenfold cloud status`")
+    write_host(resource_name(name), inst["PublicIpAddress"], key_path(name))
+    wait_for_ssh(resource_name(name), wait)
+    jobs.install_agent(resource_name(name))
+    jobs.agent(resource_name(name), "ensure")
     return resource_name(name)
 
 
