@@ -32,18 +32,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from aws_testbed import AwsTestBed, ago  # noqa: E402
 from ssh_testbed import SshServer, power_off  # noqa: E402
+from tenfold.cloud.agent import alive  # noqa: E402  (zombie-aware, as the agent itself checks)
 
 CALLER = "203.0.113.7"
 RESTART_AFTER = 20  # seconds until AWS "finds capacity" and starts an interrupted instance again  # the address the test bed reports as this machine's public one (TEST-NET-3)
-
-
-def job_ended(remote: Path) -> bool:
-    try:
-        pid = int((remote / "job" / "pid").read_text())
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, ValueError):
-        return True
 
 
 def spot_interruption(bed: AwsTestBed, instance_id: str, remote: Path, timeout: float = 120) -> None:
@@ -51,7 +43,7 @@ def spot_interruption(bed: AwsTestBed, instance_id: str, remote: Path, timeout: 
     goes down and AWS reports the instance stopped, as a capacity interruption does."""
     bed.interrupt(instance_id)
     deadline = time.monotonic() + timeout
-    while not job_ended(remote) and time.monotonic() < deadline:
+    while alive(remote / "job" / "pid") and time.monotonic() < deadline:
         time.sleep(0.05)
     power_off(remote)
     bed.stop_for_capacity(instance_id)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,14 @@ def run_cli(*args, env: dict | None = None, timeout: float = 300, cwd=None) -> s
     full_env.pop("TENFOLD_DEBUG", None)
     return subprocess.run([sys.executable, "-m", "tenfold", *map(str, args)], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=cwd or REPO)
+
+
+def wait_for(condition, what: str = "condition", timeout: float = 120.0) -> None:
+    """Poll `condition()` until it holds; fail the test, naming `what`, after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:

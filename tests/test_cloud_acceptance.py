@@ -15,7 +15,7 @@ import pytest
 
 from aws_testbed import ec2, nothing_left
 from cloud_testbed import spot_interruption
-from conftest import REPO, make_tree, run_cli
+from conftest import REPO, make_tree, run_cli, wait_for
 from ssh_testbed import SSHD, SshServer
 
 pytestmark = pytest.mark.skipif(not os.path.exists(SSHD) or os.geteuid() != 0,
@@ -27,13 +27,6 @@ def cli_json(*args, **kw):
     result = run_cli("cloud", *args, "--json", **kw)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
-
-
-def wait_for(condition, what, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def up_and_boot(server, key, *args) -> dict:

@@ -5,15 +5,8 @@ import os
 import subprocess
 import time
 
-from conftest import power_off, run_cli
+from conftest import power_off, run_cli, wait_for
 from tenfold.cloud import jobs
-
-
-def wait_for(condition, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def guard(box, **settings):

@@ -114,9 +114,10 @@ def missed(events: list[dict], inst: dict) -> list[tuple[str, datetime.datetime]
     return []
 
 
-def catch_up(inst: dict, name: str, region: str) -> None:
-    """Write into the ledger what happened to `inst` without tenfold (see `missed`)."""
-    events = read_ledger().get(inst["InstanceId"])
+def catch_up(inst: dict, name: str, region: str, events: list[dict] | None = None) -> None:
+    """Write into the ledger what happened to `inst` without tenfold (see `missed`); `events`: the instance's
+    ledger entries when the caller has read them already."""
+    events = events if events is not None else read_ledger().get(inst["InstanceId"])
     for event, when in missed(events, inst) if events else []:
         record(event, inst, name, region, when=when)
 
@@ -132,7 +133,7 @@ def reconcile(s, ledger: dict[str, list[dict]]) -> None:
         except aws.CloudError:
             continue  # gone from AWS's view or no access: keep what the ledger knows
         if found["Reservations"]:
-            catch_up(found["Reservations"][0]["Instances"][0], events[-1]["name"], events[-1]["region"])
+            catch_up(found["Reservations"][0]["Instances"][0], events[-1]["name"], events[-1]["region"], events)
 
 
 def report(region: str | None = None, profile: str | None = None) -> dict:

@@ -308,13 +308,19 @@ def start(name: str = "default", region: str | None = None, profile: str | None 
     """Start NAME, point `ssh tenfold-NAME` at its new address, and (waiting for ssh) make sure its agent runs:
     the agent resumes an interrupted job."""
     inst = change_state(name, region, profile, "start")
-    if inst.get("PublicIpAddress"):  # a restarted instance gets a new public address
-        write_host(resource_name(name), inst["PublicIpAddress"], key_path(name))
-        if wait > 0:
-            wait_for_ssh(resource_name(name), wait)
-            jobs.install_agent(resource_name(name))
-            jobs.agent(resource_name(name), "ensure")
+    if inst.get("PublicIpAddress"):
+        connect(name, inst, wait)
     return inst
+
+
+def connect(name: str, inst: dict, wait: float) -> None:
+    """Point `ssh tenfold-NAME` at the running instance's address (a restart gives it a new one) and, waiting
+    for ssh, make sure its agent runs (the agent resumes an interrupted job)."""
+    write_host(resource_name(name), inst["PublicIpAddress"], key_path(name))
+    if wait > 0:
+        wait_for_ssh(resource_name(name), wait)
+        jobs.install_agent(resource_name(name))
+        jobs.agent(resource_name(name), "ensure")
 
 
 def interrupted(inst: dict) -> bool:
@@ -354,10 +360,7 @@ def reach(name: str, region: str | None, profile: str | None, wait: float = SSH_
         cost.catch_up(inst, name, region)  # AWS's own start, at its launch time
     elif inst["State"]["Name"] not in ("running", "pending") or not inst.get("PublicIpAddress"):
         raise aws.CloudError(f"tenfold-{name} is {inst['State']['Name']}: see `tenfold cloud status`")
-    write_host(resource_name(name), inst["PublicIpAddress"], key_path(name))
-    wait_for_ssh(resource_name(name), wait)
-    jobs.install_agent(resource_name(name))
-    jobs.agent(resource_name(name), "ensure")
+    connect(name, inst, wait)
     return resource_name(name)
 
 
