@@ -25,12 +25,15 @@ $(VENV)/.installed: pyproject.toml Makefile
 train: install
 	$(BIN)/tenfold train --data $(DATA) --epochs $(EPOCHS) --out $(OUT)
 
-# The cloud tests' "instance" is a real OpenSSH server on 127.0.0.1: install it (and rsync) where we can.
+# The cloud tests' "instance" is a real OpenSSH server on 127.0.0.1 (with rsync); the report is checked in a real
+# headless Chromium (with its matching chromedriver). Install them from Debian where we can.
 test-deps:
-	@if [ ! -x /usr/sbin/sshd ] || ! command -v rsync >/dev/null; then \
+	@if [ ! -x /usr/sbin/sshd ] || ! command -v rsync >/dev/null || ! command -v chromium >/dev/null \
+	     || ! command -v chromedriver >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server rsync >/dev/null; \
-	  else echo "note: no sshd/rsync and no root apt-get: the tests that need an ssh server will be skipped"; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      openssh-server rsync chromium chromium-driver >/dev/null; \
+	  else echo "note: no sshd/rsync/chromium and no root apt-get: the tests that need them will be skipped"; fi; \
 	fi
 
 # Where the kernel allows it, the suite runs in a network namespace of its own with only loopback: a test that

@@ -10,7 +10,10 @@ import sys
 from tenfold import __version__
 from tenfold.argtypes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, Parser, number, positive_int
 from tenfold.cloud import cli as cloud_cli
-from tenfold.errors import TenfoldError
+from tenfold.errors import TenfoldError, Terminated
+
+
+TRAIN_ACTIONS: list = []  # the train flags, to pass them on to the workers
 
 
 def add_train(sub) -> None:
@@ -44,13 +47,25 @@ def add_train(sub) -> None:
     p.add_argument("--out", help="run directory (default runs/MODEL-DATE-TIME)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run after its last finished epoch")
     p.add_argument("--quiet", action="store_true", help="no epoch lines or progress bar")
+    p.add_argument("--devices", help="workers: N, or auto (every GPU); with --device cpu, N CPU workers (gloo)")
+    p.add_argument("--max-restarts", type=int, help="with --devices: restart the workers from the last "
+                                                     "checkpoint up to this many times if one fails (default 0)")
+    p.add_argument("--report", action="store_true", help="write the figures and report.html at the end")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log TensorBoard scalars to RUN_DIR/tensorboard (needs tenfold[tensorboard])")
+    TRAIN_ACTIONS[:] = [a for a in p._actions if a.option_strings]
 
 
 def cmd_train(args) -> int:
     from tenfold.config import TrainConfig
-    from tenfold.train.run import train
 
     flags = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if getattr(args, k, None) is not None}
+    if (args.devices is not None or args.max_restarts is not None) and "RANK" not in os.environ:
+        if launch_workers(args, flags):  # the launcher's side; its workers run this command without these flags
+            return 0
+    from tenfold.training.run import train
+    if restarted_worker(args):  # the launcher restarted us after a failure: continue from the checkpoint
+        args.resume, args.out = args.out, None
     if args.resume:
         ignored = sorted(set(flags) - {"epochs", "device"})
         if ignored or args.out:
@@ -58,12 +73,36 @@ def cmd_train(args) -> int:
                   f"{', '.join('--' + f.replace('_', '-') for f in ignored + (['out'] if args.out else []))}",
                   file=sys.stderr)
         flags = {k: v for k, v in flags.items() if k in ("epochs", "device")}
-        train(resume=args.resume, quiet=args.quiet, **flags)
+        train(resume=args.resume, quiet=args.quiet, report=args.report, tensorboard=args.tensorboard, **flags)
     else:
         from tenfold.presets import preset_settings
         base = TrainConfig().updated(**preset_settings(args.preset)) if args.preset else TrainConfig()
-        train(base, out=args.out, quiet=args.quiet, **{k: v for k, v in flags.items() if k != "preset"})
+        train(base, out=args.out, quiet=args.quiet, report=args.report, tensorboard=args.tensorboard,
+              **{k: v for k, v in flags.items() if k != "preset"})
     return 0
+
+
+def restarted_worker(args) -> bool:
+    """A worker the launcher restarted after a failure, whose run has a checkpoint to continue from."""
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    return restarts > 0 and bool(args.out) and os.path.exists(os.path.join(args.out, "checkpoint.pt"))
+
+
+def launch_workers(args, flags: dict) -> bool:
+    """Start the workers and wait for them; False when one process on its own is the better way (one device)."""
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # before torch loads: no C++ warnings for each worker
+    from tenfold.config import TrainConfig
+    from tenfold.training import launch
+    from tenfold.training.checkpoint import load_checkpoint
+
+    if args.resume:
+        config = TrainConfig.from_dict(load_checkpoint(args.resume)["config"]).updated(
+            **{k: v for k, v in flags.items() if k in ("epochs", "device")}).validate()
+    else:
+        from tenfold.presets import preset_settings
+        base = TrainConfig().updated(**preset_settings(args.preset)) if args.preset else TrainConfig()
+        config = base.updated(**{k: v for k, v in flags.items() if k != "preset"}).validate()
+    return launch.start(args, config, TRAIN_ACTIONS)
 
 
 def cmd_presets(args) -> int:
@@ -79,7 +118,7 @@ def cmd_presets(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from tenfold.train.infer import evaluate_run, format_evaluation
+    from tenfold.training.infer import evaluate_run, format_evaluation
 
     result = evaluate_run(args.run_dir, args.data, args.device, quiet=args.json, tta=args.tta)
     print(json.dumps(result, indent=2) if args.json else format_evaluation(result))
@@ -88,7 +127,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
     from tenfold.errors import DataError
-    from tenfold.train.infer import load_image, load_trained, predict_images
+    from tenfold.training.infer import load_image, load_trained, predict_images
 
     if args.top < 1:
         raise TenfoldError(f"--top must be at least 1, got {args.top}")
@@ -110,14 +149,21 @@ def cmd_predict(args) -> int:
     return EXIT_ERROR if failed else 0
 
 
+def cmd_report(args) -> int:
+    from tenfold.report.make import make_report
+    path = make_report(args.run_dir, args.data, args.device, quiet=args.quiet)
+    print(path)
+    return 0
+
+
 def cmd_bench(args) -> int:
-    from tenfold.train.bench import bench, format_bench
+    from tenfold.training.bench import bench, format_bench
 
     if args.epochs < 1:
         raise TenfoldError(f"--epochs must be at least 1, got {args.epochs}")
     if args.batch_size is not None and args.batch_size < 1:
         raise TenfoldError(f"--batch-size must be at least 1, got {args.batch_size}")
-    from tenfold.train.device import pick_device
+    from tenfold.training.device import pick_device
     for device in args.device or []:
         pick_device(device)  # a missing GPU is reported before any work starts
     if args.data is None and not args.json:
@@ -153,6 +199,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", type=int, choices=[0, 1, 2], help="test-time views (default: the run's own)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p = sub.add_parser("report", help="plots and a self-contained report.html of a run, written into it",
+                       description="Write curves.png, confusion.png, per_class_accuracy.png, predictions.png and "
+                                   "report.html into RUN_DIR; prints report.html's path.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--data", help="judge on this data's test split (default: the run's own test split, else "
+                                  "its validation split)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--quiet", action="store_true", help="no progress messages while reading the data")
     p = sub.add_parser("bench", help="time the seed's LeNet-5 epoch on each device here, beside the seed's numbers")
     p.add_argument("--data", help="train on this data and report accuracy too (default: synthetic, timing only)")
     p.add_argument("--epochs", type=positive_int, default=3, help="epochs per device; the first is not timed (default 3)")
@@ -166,12 +220,9 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "bench": cmd_bench,
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "report": cmd_report,
+            "bench": cmd_bench,
             "cloud": cloud_cli.run_command, "models": cmd_models, "presets": cmd_presets}
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived: unwind like Ctrl-C (context managers close, atomic writes are abandoned, not torn)."""
 
 
 def terminated(signum, frame):
@@ -193,20 +244,32 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except Terminated:
-        print("terminated" + (" (finished epochs are saved; continue with --resume RUN_DIR)"
-                              if args.command == "train" else ""), file=sys.stderr)
+        say("terminated" + (" (finished epochs are saved; continue with --resume RUN_DIR)"
+                            if args.command == "train" else ""))
         return EXIT_TERMINATED
     except TenfoldError as e:
-        print(f"error: {e}", file=sys.stderr)
+        say(f"error: {e}", str(e))
         return EXIT_ERROR
     except KeyboardInterrupt:
         hint = " (finished epochs are saved; continue with --resume RUN_DIR)" if args.command == "train" else ""
-        print(f"\ninterrupted{hint}", file=sys.stderr)
+        say(f"\ninterrupted{hint}")
         return EXIT_INTERRUPTED
     except Exception as e:  # a bug or an environment fault: still one line, traceback on request
         if os.environ.get("TENFOLD_DEBUG"):
             raise
         first = str(e).splitlines()[0] if str(e) else ""
-        print(f"error: unexpected {e.__class__.__name__}: {first} (set TENFOLD_DEBUG=1 for the traceback)",
-              file=sys.stderr)
+        say(f"error: unexpected {e.__class__.__name__}: {first} (set TENFOLD_DEBUG=1 for the traceback)",
+            f"{e.__class__.__name__}: {first}")
         return EXIT_ERROR
+    finally:  # past this point there is nothing to save: a late SIGTERM (a launcher stopping its workers) just ends us
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def say(line: str, cause: str | None = None) -> None:
+    """The last word on stderr; a worker of `tenfold train --devices` leaves its error to the launcher instead
+    (and says nothing when the launcher stops it)."""
+    from tenfold.errors import in_launched_worker, record_worker_error
+    if not in_launched_worker():
+        print(line, file=sys.stderr)
+    elif cause:
+        record_worker_error(cause)

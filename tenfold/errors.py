@@ -1,4 +1,8 @@
 """The errors the command line turns into one-line messages."""
+import os
+from pathlib import Path
+
+ERRORS_ENV = "TENFOLD_WORKER_ERRORS"  # set by `tenfold train --devices`: where each worker leaves its error
 
 
 class TenfoldError(Exception):
@@ -21,5 +25,22 @@ class ConfigError(TenfoldError):
     """A flag or setting outside its allowed range."""
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C (context managers close, atomic writes are abandoned, not torn)."""
+
+
 class CloudError(TenfoldError):
     """A cloud or ssh operation failed; the message says what to do."""
+
+
+def in_launched_worker() -> bool:
+    """A worker started by `tenfold train --devices`: its launcher prints the job's one error line."""
+    return bool(os.environ.get(ERRORS_ENV)) and "RANK" in os.environ
+
+
+def record_worker_error(message: str) -> None:
+    """Leave this worker's one-line error for the launcher (so the user reads one line, not one per worker)."""
+    try:
+        Path(os.environ[ERRORS_ENV], f"rank-{os.environ['RANK']}").write_text(message + "\n")
+    except OSError:
+        pass

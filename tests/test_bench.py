@@ -36,6 +36,7 @@ def test_gpu_script_dry_run_prints_both_peers():
     assert re.search(r"^\| tenfold \| 256 \(default\) \| [\d.]+ \| [\d,]+ \| [\d.]+% \| 1\.00x \|$", result.stdout, re.M)
     assert re.search(r"^\| tutorial \| 128 \| [\d.]+ \| [\d,]+ \| [\d.]+% \| [\d.]+x \|$", result.stdout, re.M)
     assert "fp32 floor" in result.stdout
+    assert re.search(r"^\| lenet5 \| 1 worker \| [\d.]+ \| [\d.]+x \| [\d.]+% \|$", result.stdout, re.M)  # DDP path
     for preset in ("lenet5", "fast", "fast-small", "fast-tiny"):  # then every preset, timed from launch
         assert re.search(rf"^\| {preset} \| 1 \| \d+ \| [\d.]+% \|", result.stdout, re.M), result.stdout
 

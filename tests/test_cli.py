@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import assert_one_line_error, make_tree, run_cli
-from tenfold.train.run import train
+from tenfold.training.run import train
 
 
 @pytest.fixture(scope="module")

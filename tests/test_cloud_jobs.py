@@ -95,5 +95,8 @@ def test_a_tenfold_train_job_gets_a_run_directory_and_a_resume_command():
     assert spec["resume"] == ["tenfold", "train", "--resume", "runs/lenet5-20261126-120000", "--epochs", "20"]
     spec = job_spec(["python3", "-m", "tenfold", "train", "--out", "runs/a", "--device", "cuda", "--quiet"], "x")
     assert spec["resume"] == ["python3", "-m", "tenfold", "train", "--resume", "runs/a", "--device", "cuda", "--quiet"]
+    spec = job_spec(["tenfold", "train", "--devices", "auto", "--max-restarts", "2", "--out", "runs/b", "--report"], "x")
+    assert spec["resume"] == ["tenfold", "train", "--resume", "runs/b", "--devices", "auto", "--max-restarts", "2",
+                              "--report"]
     assert job_spec(["python3", "train.py"], "x") == {"command": ["python3", "train.py"], "resume": None,
                                                       "run_dir": None}

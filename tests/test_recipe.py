@@ -12,10 +12,10 @@ from tenfold.data.augment import flip_mask
 from tenfold.data.dataset import ImageSet
 from tenfold.data.loader import DeviceLoader
 from tenfold.models.airbench import Whiten
-from tenfold.train import Callback
-from tenfold.train.checkpoint import load_checkpoint
-from tenfold.train.recipe import Lookahead, onecycle, predict_tta, tta_views
-from tenfold.train.run import train
+from tenfold.training import Callback
+from tenfold.training.checkpoint import load_checkpoint
+from tenfold.training.recipe import Lookahead, onecycle, predict_tta, tta_views
+from tenfold.training.run import train
 
 
 def correlated_images(n=400, seed=0) -> torch.Tensor:

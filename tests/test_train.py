@@ -11,10 +11,10 @@ import torch
 
 from conftest import REPO, cifar_archive, make_tree, run_cli
 from tenfold.config import TrainConfig
-from tenfold.train import Callback
-from tenfold.train.callbacks import epoch_line
-from tenfold.train.checkpoint import load_checkpoint
-from tenfold.train.run import train
+from tenfold.training import Callback
+from tenfold.training.callbacks import epoch_line
+from tenfold.training.checkpoint import load_checkpoint
+from tenfold.training.run import train
 
 
 @pytest.fixture
@@ -28,14 +28,16 @@ def test_training_learns_and_reports_through_callbacks(tree, tmp_path):
     class Spy(Callback):
         def on_epoch_end(self, epoch, logs):
             seen.append((epoch, dict(logs)))
-    from tenfold.train import fit
-    from tenfold.train.run import build, loaders
+    from tenfold.training import fit
+    from tenfold.training.run import build, loaders
     run = build(TrainConfig(data=str(tree), lr=3e-3, batch_size=16, keep_prob=1.0))
     train_loader, val_loader = loaders(run, 16)
     history = fit(run.model, run.optimizer, train_loader, val_loader, epochs=6, callbacks=[Spy()])
     assert [e for e, _ in seen] == history.epoch == [1, 2, 3, 4, 5, 6]
-    assert set(seen[0][1]) == {"epoch", "loss", "val_loss", "val_accuracy", "seconds", "images_per_s", "lr"}
+    assert set(seen[0][1]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "images_per_s",
+                               "lr"}
     assert history.history["loss"][-1] < history.history["loss"][0]
+    assert history.history["accuracy"][-1] > history.history["accuracy"][0]  # training accuracy, per epoch
     assert history.history["val_accuracy"][-1] >= 0.9  # colour-coded classes: chance is 1/3
 
 
@@ -53,8 +55,8 @@ def test_run_directory_holds_checkpoint_history_and_config(tree, tmp_path):
     assert ckpt["config"]["batch_size"] == 32 and set(ckpt["rng"]) >= {"torch", "loader"}
     assert ckpt["optimizer"]["state"] and ckpt["model"]["0.0.weight"].shape == (6, 3, 5, 5)
     rows = list(csv.DictReader(open(out / "history.csv")))
-    assert list(rows[0]) == ["epoch", "train_loss", "val_loss", "val_accuracy", "seconds", "images_per_s", "lr",
-                             "val_accuracy_tta"]
+    assert list(rows[0]) == ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds",
+                             "images_per_s", "lr", "val_accuracy_tta"]
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert json.loads((out / "config.json").read_text())["config"]["data"] == str(tree)
     assert not list(out.glob(".*.tmp"))

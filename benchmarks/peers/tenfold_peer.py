@@ -2,9 +2,9 @@
 from common import args, load_split, report
 from tenfold.config import TrainConfig
 from tenfold.data import ImageSet, Splits
-from tenfold.train import Callback
-from tenfold.train.run import build, loaders
-from tenfold.train import fit
+from tenfold.training import Callback
+from tenfold.training.run import build, loaders
+from tenfold.training import fit
 
 CLASSES = [str(i) for i in range(10)]
 

@@ -143,8 +143,10 @@ def job_spec(command: list[str], stamp: str) -> dict:
         model = flag(command, "--model") or "lenet5"
         run_dir = f"runs/{Path(model.rsplit(':', 1)[-1]).name}-{stamp}"
         command = [*command, "--out", run_dir]
-    keep = [x for f in ("--epochs", "--device") if flag(command, f) for x in (f, flag(command, f))]
-    resume = [*command[:at + 1], "--resume", run_dir, *keep, *(["--quiet"] if "--quiet" in command else [])]
+    keep = [x for f in ("--epochs", "--device", "--devices", "--max-restarts") if flag(command, f)
+            for x in (f, flag(command, f))]  # the same workers and restarts, on the same run
+    switches = [s for s in ("--quiet", "--report", "--tensorboard") if s in command]
+    resume = [*command[:at + 1], "--resume", run_dir, *keep, *switches]
     return {"command": command, "resume": resume, "run_dir": run_dir}
 
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tenfold.train.callbacks import Callback
+from tenfold.training.callbacks import Callback
 
 
 def onecycle(step: int, total: int, warmup: float = 0.23, final: float = 0.07, start: float = 0.2) -> float:

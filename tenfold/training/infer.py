@@ -11,10 +11,10 @@ import torch
 from tenfold.data import DeviceLoader, ImageSet, open_test_set
 from tenfold.errors import CheckpointError, DataError
 from tenfold.models import create_model
-from tenfold.train.checkpoint import load_checkpoint
-from tenfold.train.device import pick_device
-from tenfold.train.fit import predict_logits
-from tenfold.train.run import EVAL_BATCH
+from tenfold.training.checkpoint import load_checkpoint
+from tenfold.training.device import pick_device
+from tenfold.training.fit import predict_logits
+from tenfold.training.run import EVAL_BATCH
 
 
 @dataclass
@@ -57,22 +57,37 @@ def load_trained(run_dir: str | Path, device: str = "auto") -> Trained:
     return Trained(model.to(dev, memory_format=torch.channels_last).eval(), ckpt, dev)
 
 
+def run_data(ckpt: dict) -> str:
+    """The run's own data: its resolved path while that still exists (the run may be read from elsewhere)."""
+    source = ckpt.get("data_source")
+    return source if source and source != "cifar10" and Path(source).exists() else ckpt["config"]["data"]
+
+
+def probabilities(trained: Trained, data: ImageSet, tta: int | None = None) -> np.ndarray:
+    """Softmax probabilities, (N, classes) float32, with the run's (or the given) test-time views."""
+    logits = predict_logits(trained.model, trained.loader(data), trained.views(tta), trained.precision)
+    return logits.float().softmax(1).cpu().numpy()
+
+
+def summarise(labels: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict:
+    """Accuracy, per-class accuracy and the confusion matrix (rows: true class, columns: predicted)."""
+    k = len(classes)
+    confusion = np.bincount(labels * k + pred, minlength=k * k).reshape(k, k)
+    totals = confusion.sum(1)
+    per_class = {c: (float(confusion[i, i] / totals[i]) if totals[i] else None) for i, c in enumerate(classes)}
+    return {"images": int(len(labels)), "accuracy": float(np.trace(confusion) / max(1, len(labels))),
+            "classes": list(classes), "per_class_accuracy": per_class, "confusion_matrix": confusion.tolist()}
+
+
 def evaluate_run(run_dir: str | Path, data: str | None = None, device: str = "auto",
                  quiet: bool = False, tta: int | None = None) -> dict:
     """Accuracy, per-class accuracy and the confusion matrix on the test split of `data`."""
     trained = load_trained(run_dir, device)
-    source = data or trained.ckpt["config"]["data"]
+    source = data or run_data(trained.ckpt)
     test = open_test_set(source, trained.classes, trained.shape, quiet=quiet)
-    logits = predict_logits(trained.model, trained.loader(test), trained.views(tta), trained.precision)
-    pred = logits.argmax(1).cpu().numpy()
-    k = len(trained.classes)
-    confusion = np.bincount(test.labels * k + pred, minlength=k * k).reshape(k, k)  # rows: true, cols: predicted
-    totals = confusion.sum(1)
-    per_class = {c: (float(confusion[i, i] / totals[i]) if totals[i] else None)
-                 for i, c in enumerate(trained.classes)}
-    return {"run": str(run_dir), "data": source, "images": int(len(test)), "tta": trained.views(tta),
-            "accuracy": float(np.trace(confusion) / max(1, len(test))), "classes": trained.classes,
-            "per_class_accuracy": per_class, "confusion_matrix": confusion.tolist()}
+    pred = probabilities(trained, test, tta).argmax(1)
+    return {"run": str(run_dir), "data": source, "tta": trained.views(tta),
+            **summarise(test.labels, pred, trained.classes)}
 
 
 def format_evaluation(result: dict) -> str:
@@ -111,6 +126,6 @@ def predict_images(trained: Trained, images: list[np.ndarray], top: int = 3,
                    tta: int | None = None) -> list[list[tuple[str, float]]]:
     """Top-`top` (class, probability) for each image."""
     data = ImageSet(np.stack(images), np.zeros(len(images), dtype=np.int64), trained.classes)
-    probs = predict_logits(trained.model, trained.loader(data), trained.views(tta), trained.precision).softmax(1)
-    p, idx = probs.topk(min(top, probs.shape[1]), dim=1)
-    return [[(trained.classes[j], float(q)) for q, j in zip(pr.tolist(), ix.tolist())] for pr, ix in zip(p, idx)]
+    probs = probabilities(trained, data, tta)
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :top]
+    return [[(trained.classes[j], float(p[j])) for j in o] for p, o in zip(probs, order)]

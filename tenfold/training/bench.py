@@ -9,10 +9,10 @@ import torch
 
 from tenfold.config import TrainConfig
 from tenfold.data import ImageSet, Splits, open_dataset
-from tenfold.train.callbacks import ProgressBar
-from tenfold.train.device import describe
-from tenfold.train.fit import fit
-from tenfold.train.run import build, loaders
+from tenfold.training.callbacks import ProgressBar
+from tenfold.training.device import describe
+from tenfold.training.fit import fit
+from tenfold.training.run import build, loaders
 
 # The seed's measurements of one LeNet-5 epoch over 45,000 CIFAR-10 images (seconds).
 REFERENCES = [("seed: laptop CPU", 42.0), ("seed: AWS Tesla K80", 4.5)]

@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tenfold.train.callbacks import Callback, CallbackList, History
-from tenfold.train.recipe import predict_tta
+from tenfold.training.callbacks import Callback, CallbackList, History
+from tenfold.training.distributed import all_sum
+from tenfold.training.recipe import predict_tta
 
 
 def autocast(device: torch.device, precision: str):
@@ -17,10 +18,11 @@ def autocast(device: torch.device, precision: str):
 
 
 def train_epoch(model: nn.Module, optimizer, loader, callbacks: CallbackList, label_smoothing: float = 0.0,
-                precision: str = "fp32") -> float:
-    """One pass over `loader`; returns the mean training loss (one host sync, at the end)."""
+                precision: str = "fp32") -> tuple[float, float]:
+    """One pass over `loader`; returns the mean training loss and accuracy (one host sync, at the end), over
+    every worker's images. The accuracy is that of the augmented batches as trained on, as Keras reports it."""
     model.train()
-    total = torch.zeros((), device=loader.device)
+    sums = torch.zeros(3, device=loader.device, dtype=torch.float64)  # loss x images, correct, images
     for i, (x, y) in enumerate(loader):
         with autocast(loader.device, precision):
             logits = model(x)
@@ -28,9 +30,12 @@ def train_epoch(model: nn.Module, optimizer, loader, callbacks: CallbackList, la
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += loss.detach() * len(y)  # stays on the device: no sync per step
+        sums[0] += loss.detach() * len(y)  # stays on the device: no sync per step
+        sums[1] += (logits.detach().argmax(1) == y).sum()
+        sums[2] += len(y)
         callbacks.on_batch_end(i, {"size": len(y)})
-    return total.item() / loader.num_images
+    loss_sum, correct, images = all_sum(sums).tolist()
+    return loss_sum / images, correct / images
 
 
 @torch.inference_mode()
@@ -43,11 +48,19 @@ def predict_logits(model: nn.Module, loader, tta: int = 0, precision: str = "fp3
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader, tta: int = 0, precision: str = "fp32") -> dict:
-    """{'loss': mean cross-entropy, 'accuracy': fraction correct} over `loader`."""
-    logits = predict_logits(model, loader, tta, precision)
+    """{'loss': mean cross-entropy, 'accuracy': fraction correct} over `loader` (over every worker's shard)."""
+    logits = predict_logits(model, loader, tta, precision).float()
     labels = loader.labels
-    return {"loss": F.cross_entropy(logits, labels).item(),
-            "accuracy": (logits.argmax(1) == labels).float().mean().item()}
+    sums = torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(),
+                        (logits.argmax(1) == labels).sum().double(),
+                        torch.tensor(float(len(labels)), dtype=torch.float64, device=labels.device)])
+    loss_sum, correct, images = all_sum(sums).tolist()
+    return {"loss": loss_sum / images, "accuracy": correct / images}
+
+
+def images_seen(loader) -> int:
+    """Training images per epoch over every worker."""
+    return int(all_sum(torch.tensor(loader.num_images)).item())
 
 
 def fit(model: nn.Module, optimizer, train_loader, val_loader=None, epochs: int = 10,
@@ -57,21 +70,22 @@ def fit(model: nn.Module, optimizer, train_loader, val_loader=None, epochs: int 
     epoch's validation is also made with `tta` test-time views (`val_accuracy_tta`)."""
     history = history or History()
     cbs = CallbackList([history, *(callbacks or [])])
+    plain = getattr(model, "module", model)  # evaluation skips DistributedDataParallel: no collectives per batch
     cbs.on_train_begin({"epochs": epochs, "start_epoch": start_epoch})
     try:
         for epoch in range(start_epoch + 1, epochs + 1):
             cbs.on_epoch_begin(epoch, {})
             t0 = time.perf_counter()
-            loss = train_epoch(model, optimizer, train_loader, cbs, label_smoothing, precision)
+            loss, accuracy = train_epoch(model, optimizer, train_loader, cbs, label_smoothing, precision)
             train_seconds = time.perf_counter() - t0
-            val = evaluate(model, val_loader, 0, precision) if val_loader is not None else {
+            val = evaluate(plain, val_loader, 0, precision) if val_loader is not None else {
                 "loss": float("nan"), "accuracy": float("nan")}
-            logs = {"epoch": epoch, "loss": loss, "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+            logs = {"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val["loss"], "val_accuracy": val["accuracy"],
                     "seconds": time.perf_counter() - t0,
-                    "images_per_s": train_loader.num_images / train_seconds,
+                    "images_per_s": images_seen(train_loader) / train_seconds,
                     "lr": optimizer.param_groups[0]["lr"]}
             if tta and epoch == epochs and val_loader is not None:
-                logs["val_accuracy_tta"] = evaluate(model, val_loader, tta, precision)["accuracy"]
+                logs["val_accuracy_tta"] = evaluate(plain, val_loader, tta, precision)["accuracy"]
                 logs["seconds"] = time.perf_counter() - t0
             cbs.on_epoch_end(epoch, logs)
     finally:

@@ -40,6 +40,17 @@ def describe(device: torch.device) -> str:
     return device.type
 
 
+def environment(device: torch.device) -> dict:
+    """What a run was trained with, for its report: device, versions, platform."""
+    import platform
+
+    from tenfold import __version__
+    return {"device": describe(device), "tenfold": __version__, "torch": str(torch.__version__),
+            "python": platform.python_version(), "platform": platform.platform(terse=True),
+            "processor": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads(),
+            "cuda": str(torch.version.cuda) if device.type == "cuda" else None}
+
+
 def rng_state(device: torch.device, loader_gen: torch.Generator) -> dict:
     state = {"torch": torch.get_rng_state(), "loader": loader_gen.get_state()}
     if device.type == "cuda":

@@ -1,6 +1,7 @@
 """Keras-style callbacks: the training loop reports only through these, with a flat `logs` dict.
 
-Epoch logs: epoch (1-based), loss, val_loss, val_accuracy, seconds, images_per_s, lr.
+Epoch logs: epoch (1-based), loss, accuracy (training), val_loss, val_accuracy, seconds, images_per_s, lr;
+val_accuracy_tta on the last epoch when test-time augmentation is on.
 """
 from __future__ import annotations
 
@@ -43,22 +44,33 @@ class CallbackList(Callback):
 
 
 class History(Callback):
-    """`history.history['val_accuracy']` etc., one value per epoch, as Keras' fit() returns."""
+    """`history.history['val_accuracy']` etc., one value per epoch, as Keras' fit() returns. A key some epochs
+    lack (e.g. val_accuracy_tta, or a run resumed from an older tenfold) reads None there."""
 
-    def __init__(self, rows: list[dict] | None = None):
+    def __init__(self, rows: list[dict] | None = None, run_dir=None):
         self.epoch: list[int] = []
         self.history: dict[str, list] = {}
+        self.run_dir = run_dir  # where `tenfold train` saved the run, when it did
         for row in rows or []:
             self.on_epoch_end(row["epoch"], row)
 
     def on_epoch_end(self, epoch, logs):
-        self.epoch.append(epoch)
         for k, v in logs.items():
             if k != "epoch":
-                self.history.setdefault(k, []).append(v)
+                self.history.setdefault(k, [None] * len(self.epoch)).append(v)
+        self.epoch.append(epoch)
+        for values in self.history.values():
+            values.extend([None] * (len(self.epoch) - len(values)))
 
     def rows(self) -> list[dict]:
-        return [{"epoch": e, **{k: v[i] for k, v in self.history.items()}} for i, e in enumerate(self.epoch)]
+        return [{"epoch": e, **{k: v[i] for k, v in self.history.items() if v[i] is not None}}
+                for i, e in enumerate(self.epoch)]
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (where stderr is no terminal but tqdm.auto draws a widget)."""
+    shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
+    return bool(shell) and "IPKernelApp" in getattr(shell, "config", {})
 
 
 def epoch_line(epoch: int, logs: dict) -> str:
@@ -81,12 +93,12 @@ class SeedLogger(Callback):
 
 
 class ProgressBar(Callback):
-    """A live bar with images/s during each epoch; only on a terminal (or in a notebook)."""
+    """A live bar with images/s during each epoch; only on a terminal, or in a notebook (as a widget)."""
 
     def __init__(self, total_images: int, epochs: int, stream=None, force: bool = False):
         self.total, self.epochs = total_images, epochs
         self.stream = stream or sys.stderr
-        self.enabled = force or self.stream.isatty()
+        self.enabled = force or in_notebook() or self.stream.isatty()
         self.bar = None
 
     def on_epoch_begin(self, epoch, logs):

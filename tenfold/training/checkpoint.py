@@ -15,12 +15,12 @@ import torch
 from tenfold import __version__
 from tenfold.errors import CheckpointError
 from tenfold.fileio import atomic_open, atomic_write_text
-from tenfold.train.callbacks import Callback
+from tenfold.training.callbacks import Callback
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = "tenfold-checkpoint"
 VERSION = 1
-HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_accuracy", "seconds", "images_per_s", "lr",
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds", "images_per_s", "lr",
                    "val_accuracy_tta"]
 
 
@@ -57,7 +57,8 @@ def history_csv(rows: list[dict]) -> str:
     w = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({"epoch": r["epoch"], "train_loss": f"{r['loss']:.6f}", "val_loss": f"{r['val_loss']:.6f}",
+        w.writerow({"epoch": r["epoch"], "train_loss": f"{r['loss']:.6f}",
+                    "train_accuracy": f"{r['accuracy']:.6f}" if "accuracy" in r else "", "val_loss": f"{r['val_loss']:.6f}",
                     "val_accuracy": f"{r['val_accuracy']:.6f}", "seconds": f"{r['seconds']:.3f}",
                     "images_per_s": f"{r['images_per_s']:.1f}", "lr": f"{r['lr']:.6g}",
                     "val_accuracy_tta": f"{r['val_accuracy_tta']:.6f}" if "val_accuracy_tta" in r else ""})

@@ -1,0 +1,143 @@
+"""The notebook API: `from tenfold import train, evaluate, predict`. Results know how to plot themselves.
+
+    run = train("cifar10", epochs=5)          # or preset="fast-small", model="lenet5", any `tenfold train` flag
+    run.history["val_accuracy"]               # one value per epoch, as Keras' History.history
+    run.plot()                                # learning curves (displayed inline in Jupyter)
+    result = evaluate(run)                    # test accuracy; result.plot(): confusion matrix
+    predict(run, ["cat.jpg"]).plot()          # top-3 probabilities beside each image
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from tenfold.errors import ConfigError
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    history: dict[str, list]   # per-epoch values: loss, accuracy, val_loss, val_accuracy, seconds, ...
+    epoch: list[int]
+
+    def plot(self):
+        """Loss and accuracy per epoch, training and validation (a matplotlib Figure)."""
+        from tenfold.report.plots import plot_history
+        return plot_history(self.rows())
+
+    def rows(self) -> list[dict]:
+        return [{"epoch": e, **{k: v[i] for k, v in self.history.items() if v[i] is not None}}
+                for i, e in enumerate(self.epoch)]
+
+    def report(self, data: str | None = None) -> Path:
+        """Write the figures and report.html into the run directory; returns report.html's path."""
+        from tenfold.report.make import make_report
+        return make_report(self.run_dir, data, quiet=True)
+
+    def __str__(self) -> str:
+        last = self.rows()[-1] if self.epoch else {}
+        return f"{self.run_dir}: {len(self.epoch)} epochs, val_accuracy {last.get('val_accuracy', float('nan')):.2%}"
+
+
+@dataclass
+class EvalResult:
+    accuracy: float
+    images: int
+    classes: list[str]
+    per_class_accuracy: dict[str, float | None]
+    confusion_matrix: list[list[int]]   # rows: true class, columns: predicted class
+    split: str                          # which images, in words
+    judged: object = field(repr=False, default=None)  # the images and probabilities, for plot_predictions()
+
+    def plot(self):
+        """The normalised confusion matrix (a matplotlib Figure); `plot_per_class()` for the bars."""
+        from tenfold.report.plots import plot_confusion
+        return plot_confusion(np.array(self.confusion_matrix), self.classes)
+
+    def plot_per_class(self):
+        from tenfold.report.plots import plot_per_class
+        return plot_per_class(self.per_class_accuracy, self.accuracy)
+
+    def plot_predictions(self, n: int = 12, seed: int = 0):
+        """`n` random images with their true class and top-3 probabilities (the original "Softmax Predictions")."""
+        from tenfold.report.plots import plot_predictions
+        data, probs = self.judged.data, self.judged.probs
+        pick = np.random.default_rng(seed).choice(len(data), min(n, len(data)), replace=False)
+        return plot_predictions(data.images[pick], probs[pick], self.classes, data.labels[pick])
+
+
+@dataclass
+class Predictions:
+    images: np.ndarray                  # (N, H, W, 3) uint8, as the model saw them
+    probabilities: np.ndarray           # (N, classes)
+    classes: list[str]
+    names: list[str] = field(default_factory=list)
+
+    def top(self, k: int = 3) -> list[list[tuple[str, float]]]:
+        order = np.argsort(-self.probabilities, axis=1, kind="stable")[:, :k]
+        return [[(self.classes[j], float(p[j])) for j in o] for p, o in zip(self.probabilities, order)]
+
+    def plot(self, labels=None):
+        """Each image beside its top-3 probabilities; with `labels` (class names or indices), marks mistakes."""
+        from tenfold.report.plots import plot_predictions
+        if labels is not None:
+            labels = np.array([self.classes.index(c) if isinstance(c, str) else int(c) for c in labels])
+        return plot_predictions(self.images, self.probabilities, self.classes, labels)
+
+
+def run_path(run) -> Path:
+    return run.run_dir if isinstance(run, TrainResult) else Path(run)
+
+
+def train(data: str = "cifar10", *, preset: str | None = None, out: str | None = None, resume=None,
+          report: bool = False, tensorboard: bool = False, quiet: bool = False, callbacks: list | None = None,
+          **settings) -> TrainResult:
+    """Train like `tenfold train`: `settings` are its flags with underscores (epochs=5, batch_size=512, ...).
+    `resume` continues a run (a TrainResult or its directory); only `epochs` and `device` may change then."""
+    from tenfold.config import TrainConfig
+    from tenfold.presets import preset_settings
+    from tenfold.training.run import train as run_train
+
+    known = {f.name for f in fields(TrainConfig)} - {"data", "preset"}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ConfigError(f"train() got unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    common = dict(quiet=quiet, callbacks=callbacks, report=report, tensorboard=tensorboard)
+    if resume is not None:
+        if set(settings) - {"epochs", "device"} or preset or out:
+            raise ConfigError("a resumed run keeps its settings: only epochs= and device= may be given")
+        history = run_train(resume=run_path(resume), **common, **settings)
+    else:
+        base = TrainConfig().updated(**preset_settings(preset)) if preset else TrainConfig()
+        history = run_train(base, out=out, data=data, **common, **settings)
+    return TrainResult(Path(history.run_dir), history.history, history.epoch)
+
+
+def evaluate(run, data: str | None = None, device: str = "auto") -> EvalResult:
+    """Accuracy, per-class accuracy and confusion matrix of a run (a TrainResult or a run directory) on `data`'s
+    test split; by default the run's own test split, else its validation split (as `tenfold report` does)."""
+    from tenfold.report.make import judge
+    from tenfold.training.infer import load_trained
+    judged = judge(load_trained(run_path(run), device), data, quiet=True)
+    s = judged.summary
+    return EvalResult(s["accuracy"], s["images"], s["classes"], s["per_class_accuracy"], s["confusion_matrix"],
+                      judged.split, judged)
+
+
+def predict(run, images, device: str = "auto", tta: int | None = None) -> Predictions:
+    """Probabilities for `images`: file paths, or uint8 arrays (H, W, 3) / one (N, H, W, 3) array."""
+    from tenfold.training.infer import load_image, load_trained, probabilities
+    from tenfold.data import ImageSet
+
+    trained = load_trained(run_path(run), device)
+    if isinstance(images, (str, Path)):
+        images = [images]
+    names = [str(i) if isinstance(i, (str, Path)) else f"image {n}" for n, i in enumerate(images)]
+    arrays = np.stack([load_image(str(i), trained.shape) if isinstance(i, (str, Path)) else np.asarray(i, np.uint8)
+                       for i in images])
+    if arrays.shape[1:] != (*trained.shape, 3):
+        raise ConfigError(f"images are {arrays.shape[1:]}, the model expects {(*trained.shape, 3)} uint8 RGB")
+    data = ImageSet(arrays, np.zeros(len(arrays), dtype=np.int64), trained.classes)
+    return Predictions(arrays, probabilities(trained, data, tta), trained.classes, names)

@@ -1,0 +1,83 @@
+"""`tenfold report RUN_DIR`: the four figures and report.html, written into the run directory."""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tenfold.data import ImageSet, Splits, open_dataset, open_test_set
+from tenfold.data.dataset import relabel
+from tenfold.errors import DataError
+from tenfold.fileio import atomic_open, atomic_write_text
+from tenfold.report import plots
+from tenfold.report.html import render
+from tenfold.training.infer import Trained, load_trained, probabilities, run_data, summarise
+
+GRID_IMAGES = 12  # images in the prediction grid (4 rows of 3)
+FIGURES = ("curves.png", "confusion.png", "per_class_accuracy.png", "predictions.png")
+
+
+@dataclass
+class Judged:
+    """The images a run is judged on, with what the model made of them."""
+    data: ImageSet
+    split: str          # which split of which data, in words
+    probs: np.ndarray   # (N, classes) softmax probabilities
+    summary: dict       # accuracy, per-class accuracy, confusion matrix
+
+
+def pick_split(trained: Trained, data: str | None, splits: Splits | None, quiet: bool) -> tuple[ImageSet, str]:
+    """--data's test split; else the run's own test split; else its validation split (as held out in training)."""
+    if data is not None:
+        return open_test_set(data, trained.classes, trained.shape, quiet=quiet), f"the test split of {data}"
+    source = run_data(trained.ckpt)
+    if splits is None:
+        cfg = trained.ckpt["config"]
+        splits = open_dataset(source, cfg.get("val_split", 0.1), cfg.get("image_size"), quiet=quiet)
+    if splits.test is not None:
+        return relabel(splits.test, trained.classes, trained.shape), f"the test split of {source}"
+    if splits.val is not None:
+        return splits.val, f"the validation split of {source} (it has no test split)"
+    raise DataError(f"{source} has neither a test nor a validation split to report on: pass --data PATH "
+                    "with test images")
+
+
+def judge(trained: Trained, data: str | None = None, splits: Splits | None = None, quiet: bool = False) -> Judged:
+    images, split = pick_split(trained, data, splits, quiet)
+    probs = probabilities(trained, images)
+    return Judged(images, split, probs, summarise(images.labels, probs.argmax(1), trained.classes))
+
+
+def figures(rows: list[dict], judged: Judged, classes: list[str], seed: int = 0) -> dict:
+    """name -> Figure for the four figures; the grid's images are a seeded random choice (the same each time)."""
+    pick = np.random.default_rng(seed).choice(len(judged.data), min(GRID_IMAGES, len(judged.data)), replace=False)
+    s = judged.summary
+    return {"curves.png": plots.plot_history(rows),
+            "confusion.png": plots.plot_confusion(np.array(s["confusion_matrix"]), classes),
+            "per_class_accuracy.png": plots.plot_per_class(s["per_class_accuracy"], s["accuracy"]),
+            "predictions.png": plots.plot_predictions(judged.data.images[pick], judged.probs[pick], classes,
+                                                      judged.data.labels[pick])}
+
+
+def png_bytes(fig, dpi: int = 100) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def make_report(run_dir: str | Path, data: str | None = None, device: str = "auto", splits: Splits | None = None,
+                quiet: bool = False) -> Path:
+    """Write the figures (PNG) and report.html into `run_dir`; returns report.html's path. `splits`: the run's
+    data already in memory (from `tenfold train --report`), so it is not read again."""
+    run_dir = Path(run_dir)
+    trained = load_trained(run_dir, device)
+    judged = judge(trained, data, splits, quiet)
+    images = {name: png_bytes(fig) for name, fig in figures(trained.ckpt["history"], judged, trained.classes).items()}
+    for name, content in images.items():
+        with atomic_open(run_dir / name) as f:
+            f.write(content)
+    path = run_dir / "report.html"
+    atomic_write_text(path, render(run_dir, trained.ckpt, judged.summary, judged.split, trained.views(None), images))
+    return path

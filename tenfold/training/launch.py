@@ -1,0 +1,146 @@
+"""`tenfold train --devices N`: N workers on this machine through PyTorch's elastic launcher (torchrun's engine).
+
+The workers run the same `tenfold train` command; they find their rank in the environment the launcher sets
+(see tenfold.training.distributed). A worker that fails ends the job with one line naming it, or, with
+`--max-restarts K`, the launcher starts every worker again and they resume from the last checkpoint.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from tenfold.errors import ERRORS_ENV, ConfigError, TenfoldError, Terminated
+
+
+
+class WorkerFailed(TenfoldError):
+    """A worker died or failed; the message names it and what to do."""
+
+
+def count_devices(value: str, device: str) -> int:
+    """--devices: a positive number, or auto (every GPU; one process where there is none, or on --device cpu)."""
+    import torch
+    gpus = torch.cuda.device_count() if device != "cpu" and torch.cuda.is_available() else 0
+    if value == "auto":
+        return max(1, gpus)
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(f"--devices must be a positive number or auto, got '{value}'")
+    if gpus and device != "cpu" and n > gpus:
+        raise ConfigError(f"--devices {n}: this machine has {gpus} GPU(s) (or use --device cpu for CPU workers)")
+    if device.startswith("cuda") and not gpus:
+        raise ConfigError(f"--device {device}: no CUDA GPU is available here (use --device cpu for CPU workers)")
+    return n
+
+
+def worker_env(workers: int, on_cpu: bool, errors: str) -> dict:
+    """What the workers need besides the launcher's RANK/WORLD_SIZE/MASTER_ADDR; what the user set wins."""
+    env = {ERRORS_ENV: errors, "GLOO_SOCKET_IFNAME": "lo"}  # one machine: gloo talks over loopback
+    if on_cpu:  # CPU workers share the cores instead of each starting a thread per core
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+    return {k: v for k, v in env.items() if k not in os.environ}
+
+
+@contextlib.contextmanager
+def environment(extra: dict):
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for k in extra:
+            os.environ.pop(k, None)
+
+
+def start(args, config, actions: list) -> bool:
+    """`tenfold train --devices N` on the launcher's side: check what can be checked before any worker starts,
+    name the run directory (a restart must find it), then launch the workers with the same flags. False (and
+    nothing done) for one device without restarts: a plain process does that best."""
+    import torch
+
+    from tenfold.training.checkpoint import CHECKPOINT
+    from tenfold.training.distributed import local_batch
+    from tenfold.training.run import default_run_dir
+
+    if args.max_restarts is not None and args.max_restarts < 0:
+        raise ConfigError(f"--max-restarts must be 0 or more, got {args.max_restarts}")
+    workers = count_devices(args.devices or "1", config.device)
+    if workers == 1 and not args.max_restarts:
+        return False
+    if not args.resume:
+        args.out = args.out or str(default_run_dir(config))
+        if Path(args.out, CHECKPOINT).exists():
+            raise ConfigError(f"{args.out} already holds a run: continue it with --resume {args.out}, "
+                              "or choose another --out")
+    local_batch(config.batch_size, workers)  # the global batch must split evenly
+    launch(worker_argv(args, actions), workers, args.max_restarts or 0,
+           config.device == "cpu" or not torch.cuda.is_available(), args.resume or args.out)
+    return True
+
+
+def worker_argv(args, actions: list) -> list[str]:
+    """The same `tenfold train` flags, less --devices and --max-restarts (and with the named --out)."""
+    argv = []
+    for action in actions:
+        value = getattr(args, action.dest, None)
+        if action.dest in ("devices", "max_restarts", "help") or value is None or value is False:
+            continue
+        argv += [action.option_strings[-1]] + ([] if value is True else [str(value)])
+    return argv
+
+
+def launch(worker_args: list[str], workers: int, max_restarts: int, on_cpu: bool, run_dir: str) -> None:
+    """Run `tenfold train WORKER_ARGS` as `workers` processes; raises WorkerFailed when they fail for good."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    for name in list(logging.root.manager.loggerDict):  # each of its modules sets its own level: silence them all
+        if name.startswith(("torch.distributed.elastic", "torch.distributed.launcher")):
+            logging.getLogger(name).setLevel(logging.CRITICAL)  # its log lines are not for users: we say one line
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=workers, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0",  # as torchrun --standalone
+                          local_addr="127.0.0.1", max_restarts=max_restarts, monitor_interval=0.5)
+    errors = tempfile.mkdtemp(prefix="tenfold-workers-")
+    try:
+        with environment(worker_env(workers, on_cpu, errors)):
+            elastic_launch(config, sys.executable)("-m", "tenfold", "train", *worker_args)
+    except ChildFailedError as e:
+        raise WorkerFailed(cause(e.failures, errors) + resume_hint(run_dir, workers, max_restarts)) from None
+    except SignalException as e:  # the launcher turns Ctrl-C and SIGTERM into this after stopping the workers
+        raise (KeyboardInterrupt() if e.sigval == signal.SIGINT else Terminated()) from None
+    finally:
+        shutil.rmtree(errors, ignore_errors=True)
+
+
+def resume_hint(run_dir: str, workers: int, max_restarts: int) -> str:
+    from tenfold.training.checkpoint import CHECKPOINT
+    if not Path(run_dir, CHECKPOINT).exists():
+        return ""
+    return (f"; finished epochs are saved: continue with tenfold train --resume {run_dir} --devices {workers}"
+            + ("" if max_restarts else " (--max-restarts K restarts failed workers by itself)"))
+
+
+def cause(failures: dict, errors: str) -> str:
+    """The root cause among the failed workers: one killed by a signal (the others then fail talking to it),
+    else the first error a worker wrote, else the first exit code."""
+    # SIGTERM is the launcher stopping the others; SIGABRT is often a survivor's network library giving up
+    killed = sorted((-f.exitcode == signal.SIGABRT, rank, f) for rank, f in failures.items()
+                    if f.exitcode < 0 and -f.exitcode != signal.SIGTERM)
+    if killed:
+        _, rank, f = killed[0]
+        return f"worker {rank} (pid {f.pid}) was killed by {signal.Signals(-f.exitcode).name}"
+    written = sorted(Path(errors).glob("rank-*"), key=lambda p: p.stat().st_mtime)
+    if written:
+        return f"worker {written[0].name[5:]}: {written[0].read_text().strip()}"
+    rank, f = min(failures.items())
+    return f"worker {rank} (pid {f.pid}) exited with code {f.exitcode}"
