@@ -4,9 +4,10 @@ import sys
 from tenfold.cli import main
 
 code = main()
-if code and "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-    # A failed worker of a distributed run: everything it saved is already closed; end now, skipping the
-    # destructors of a process group whose peers are gone (they may abort the process from a native thread).
+if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+    # A worker of a distributed run: everything it wrote is closed and synced. End now, skipping the
+    # interpreter's teardown, where the native threads of a process group whose peers are exiting too (or are
+    # gone, after a failure) can abort the process.
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

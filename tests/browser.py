@@ -1,10 +1,15 @@
 """A real headless Chromium (Debian's `chromium` and its matching `chromium-driver`), driven by Selenium."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
+
+ARTIFACTS = Path(os.environ.get("TENFOLD_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -39,3 +44,29 @@ def full_page_screenshot(driver, path: Path) -> tuple[int, int]:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(base64.b64decode(shot["data"]))
     return size[0], size[1]
+
+
+def check_page(page: Path, screenshot: Path, image_ids: list[str]) -> Path:
+    """Open `page` from disk; assert its images are exactly `image_ids`, all loaded (naturalWidth > 0), drawn
+    inside a full-page screenshot (not blank there), with no console errors or warnings. Returns the screenshot."""
+    driver = chromium()
+    try:
+        driver.get(page.as_uri())
+        images = driver.execute_script(
+            "return [...document.images].map(i => ({id: i.id, complete: i.complete, w: i.naturalWidth, "
+            "r: i.getBoundingClientRect().toJSON(), y: i.getBoundingClientRect().top + window.scrollY}))")
+        console = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR", "WARNING")]
+        width, height = full_page_screenshot(driver, screenshot)
+    finally:
+        driver.quit()
+    assert [i["id"] for i in images] == image_ids
+    assert all(i["complete"] and i["w"] > 0 for i in images), images
+    assert console == []
+    with Image.open(screenshot) as im:
+        shot = np.asarray(im.convert("L"), dtype=np.float32)
+    assert shot.shape[:2] == (height, width)
+    for i in images:  # each figure lies inside the screenshot and is drawn there (not a blank box)
+        x, y, w, h = (int(i["r"]["left"]), int(i["y"]), int(i["r"]["width"]), int(i["r"]["height"]))
+        assert w > 200 and h > 150 and y + h <= height and x + w <= width, i
+        assert shot[y:y + h, x:x + w].std() > 10, i["id"]
+    return screenshot

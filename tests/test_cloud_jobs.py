@@ -5,8 +5,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from conftest import assert_one_line_error, run_cli
 
 SCRIPT = '''

@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser import chromium, full_page_screenshot
-from conftest import REPO, assert_one_line_error, make_tree, run_cli
+from browser import ARTIFACTS, check_page
+from conftest import assert_one_line_error, make_tree, run_cli
 from tenfold.report import plot_confusion, plot_history, plot_per_class, plot_predictions
 from tenfold.training.checkpoint import load_checkpoint
 
-ARTIFACTS = Path(os.environ.get("TENFOLD_TEST_ARTIFACTS", REPO / "test-artifacts"))
 FIGURES = ["curves", "confusion", "per_class_accuracy", "predictions"]
 ROWS = [{"epoch": 1, "loss": 2.0, "accuracy": 0.30, "val_loss": 1.8, "val_accuracy": 0.35},
         {"epoch": 2, "loss": 1.5, "accuracy": 0.50, "val_loss": float("nan"), "val_accuracy": float("nan")},
@@ -113,28 +112,8 @@ def test_report_renders_in_headless_chromium(lenet_run):
     run, data, env = lenet_run
     if not (run / "report.html").exists():
         assert run_cli("report", run, env=env).returncode == 0
-    driver = chromium()
-    try:
-        driver.get((run / "report.html").as_uri())
-        images = driver.execute_script(
-            "return [...document.images].map(i => ({id: i.id, complete: i.complete, w: i.naturalWidth, "
-            "r: i.getBoundingClientRect().toJSON(), y: i.getBoundingClientRect().top + window.scrollY}))")
-        console = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR", "WARNING")]
-        shot = ARTIFACTS / "report-screenshot.png"
-        width, height = full_page_screenshot(driver, shot)
-    finally:
-        driver.quit()
+    shot = check_page(run / "report.html", ARTIFACTS / "report-screenshot.png", FIGURES)
     print(f"screenshot: {shot}")
-    assert [i["id"] for i in images] == FIGURES
-    assert all(i["complete"] and i["w"] > 0 for i in images), images
-    assert console == []
-    with Image.open(shot) as im:
-        page = np.asarray(im.convert("L"), dtype=np.float32)
-    assert page.shape[:2] == (height, width)
-    for i in images:  # each figure lies inside the screenshot and is drawn there (not a blank box)
-        x, y, w, h = (int(i["r"]["left"]), int(i["y"]), int(i["r"]["width"]), int(i["r"]["height"]))
-        assert w > 200 and h > 150 and y + h <= height and x + w <= width, i
-        assert page[y:y + h, x:x + w].std() > 10, i["id"]
 
 
 def test_report_without_a_test_split_uses_the_validation_split(tmp_path):
