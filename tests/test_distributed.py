@@ -159,6 +159,26 @@ def test_torchrun_starts_the_same_workers(tree, tmp_path):
     assert load_checkpoint(run)["epoch"] == 2
 
 
+def test_torchrun_on_two_nodes_makes_one_job(tree, tmp_path):
+    """Two `torchrun --nnodes 2` agents meeting at one c10d rendezvous (here both on 127.0.0.1, as two machines
+    would on a network) make one job of 2 workers: one epoch line per epoch, one run directory."""
+    from ssh_testbed import free_port
+    run, port = tmp_path / "run", free_port()
+    node = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-nodes",
+            "--local-addr", "127.0.0.1", "-m", "tenfold", "train", "--data", str(tree), "--epochs", "2",
+            "--batch-size", "16", "--device", "cpu", "--out", str(run)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_CPP_LOG_LEVEL": "ERROR"}
+    procs = [subprocess.Popen(node, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    epoch_lines = [line for out, _ in outs for line in out.splitlines() if line.startswith("Epoch")]
+    assert len(epoch_lines) == 2  # global rank 0 only, on whichever node it is
+    assert "x 2 workers" in "".join(err for _, err in outs)
+    assert load_checkpoint(run)["epoch"] == 2 and load_checkpoint(run)["environment"]["workers"] == 2
+
+
 def test_bad_worker_settings_are_one_line_errors(tree, tmp_path):
     flags = ["train", "--data", tree, "--epochs", "1", "--out", tmp_path / "r"]
     cpu = ["--device", "cpu"]
