@@ -64,11 +64,12 @@ def cmd_train(args) -> int:
         if launch_workers(args, flags):  # the launcher's side; its workers run this command without these flags
             return 0
     from tenfold.training.run import train
-    if restarted_worker(args):  # the launcher restarted us after a failure: continue from the checkpoint
+    restarted = restarted_worker(args)
+    if restarted:  # the launcher restarted us after a failure: continue from the checkpoint (same flags, no warning)
         args.resume, args.out = args.out, None
     if args.resume:
         ignored = sorted(set(flags) - {"epochs", "device"})
-        if ignored or args.out:
+        if (ignored or args.out) and not restarted and os.environ.get("RANK", "0") == "0":  # one warning, not N
             print(f"warning: --resume keeps the run's settings; ignoring "
                   f"{', '.join('--' + f.replace('_', '-') for f in ignored + (['out'] if args.out else []))}",
                   file=sys.stderr)
