@@ -10,26 +10,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tenfold.errors import ConfigError
 
+if TYPE_CHECKING:  # the API module loads without torch; train() brings it in
+    from tenfold.training.callbacks import History
+
 
 @dataclass
 class TrainResult:
     run_dir: Path
-    history: dict[str, list]   # per-epoch values: loss, accuracy, val_loss, val_accuracy, seconds, ...
-    epoch: list[int]
+    log: History = field(repr=False)  # what fit() returned
+
+    @property
+    def history(self) -> dict[str, list]:
+        """Per-epoch values: loss, accuracy, val_loss, val_accuracy, seconds, ... (Keras' History.history)."""
+        return self.log.history
+
+    @property
+    def epoch(self) -> list[int]:
+        return self.log.epoch
 
     def plot(self):
         """Loss and accuracy per epoch, training and validation (a matplotlib Figure)."""
         from tenfold.report.plots import plot_history
-        return plot_history(self.rows())
-
-    def rows(self) -> list[dict]:
-        return [{"epoch": e, **{k: v[i] for k, v in self.history.items() if v[i] is not None}}
-                for i, e in enumerate(self.epoch)]
+        return plot_history(self.log.rows())
 
     def report(self, data: str | None = None) -> Path:
         """Write the figures and report.html into the run directory; returns report.html's path."""
@@ -37,7 +45,7 @@ class TrainResult:
         return make_report(self.run_dir, data, quiet=True)
 
     def __str__(self) -> str:
-        last = self.rows()[-1] if self.epoch else {}
+        last = self.log.rows()[-1] if self.epoch else {}
         return f"{self.run_dir}: {len(self.epoch)} epochs, val_accuracy {last.get('val_accuracy', float('nan')):.2%}"
 
 
@@ -76,8 +84,8 @@ class Predictions:
     names: list[str] = field(default_factory=list)
 
     def top(self, k: int = 3) -> list[list[tuple[str, float]]]:
-        order = np.argsort(-self.probabilities, axis=1, kind="stable")[:, :k]
-        return [[(self.classes[j], float(p[j])) for j in o] for p, o in zip(self.probabilities, order)]
+        from tenfold.training.infer import top_classes
+        return top_classes(self.probabilities, self.classes, k)
 
     def plot(self, labels=None):
         """Each image beside its top-3 probabilities; with `labels` (class names or indices), marks mistakes."""
@@ -96,8 +104,8 @@ def train(data: str = "cifar10", *, preset: str | None = None, out: str | None =
           **settings) -> TrainResult:
     """Train like `tenfold train`: `settings` are its flags with underscores (epochs=5, batch_size=512, ...).
     `resume` continues a run (a TrainResult or its directory); only `epochs` and `device` may change then."""
-    from tenfold.config import TrainConfig
-    from tenfold.presets import preset_settings
+    from tenfold.config import RESUME_SETTINGS, TrainConfig
+    from tenfold.presets import preset_config
     from tenfold.training.run import train as run_train
 
     known = {f.name for f in fields(TrainConfig)} - {"data", "preset"}
@@ -106,13 +114,12 @@ def train(data: str = "cifar10", *, preset: str | None = None, out: str | None =
         raise ConfigError(f"train() got unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     common = dict(quiet=quiet, callbacks=callbacks, report=report, tensorboard=tensorboard)
     if resume is not None:
-        if set(settings) - {"epochs", "device"} or preset or out:
+        if set(settings) - set(RESUME_SETTINGS) or preset or out:
             raise ConfigError("a resumed run keeps its settings: only epochs= and device= may be given")
         history = run_train(resume=run_path(resume), **common, **settings)
     else:
-        base = TrainConfig().updated(**preset_settings(preset)) if preset else TrainConfig()
-        history = run_train(base, out=out, data=data, **common, **settings)
-    return TrainResult(Path(history.run_dir), history.history, history.epoch)
+        history = run_train(preset_config(preset), out=out, data=data, **common, **settings)
+    return TrainResult(Path(history.run_dir), history)
 
 
 def evaluate(run, data: str | None = None, device: str = "auto") -> EvalResult:

@@ -10,6 +10,7 @@ import sys
 from tenfold import __version__
 from tenfold.argtypes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, Parser, number, positive_int
 from tenfold.cloud import cli as cloud_cli
+from tenfold.config import RESUME_SETTINGS
 from tenfold.errors import TenfoldError, Terminated
 
 
@@ -68,25 +69,29 @@ def cmd_train(args) -> int:
     if restarted:  # the launcher restarted us after a failure: continue from the checkpoint (same flags, no warning)
         args.resume, args.out = args.out, None
     if args.resume:
-        ignored = sorted(set(flags) - {"epochs", "device"})
+        ignored = sorted(set(flags) - set(RESUME_SETTINGS))
         if (ignored or args.out) and not restarted and os.environ.get("RANK", "0") == "0":  # one warning, not N
             print(f"warning: --resume keeps the run's settings; ignoring "
                   f"{', '.join('--' + f.replace('_', '-') for f in ignored + (['out'] if args.out else []))}",
                   file=sys.stderr)
-        flags = {k: v for k, v in flags.items() if k in ("epochs", "device")}
-        train(resume=args.resume, quiet=args.quiet, report=args.report, tensorboard=args.tensorboard, **flags)
+        train(resume=args.resume, quiet=args.quiet, report=args.report, tensorboard=args.tensorboard,
+              **resume_flags(flags))
     else:
-        from tenfold.presets import preset_settings
-        base = TrainConfig().updated(**preset_settings(args.preset)) if args.preset else TrainConfig()
-        train(base, out=args.out, quiet=args.quiet, report=args.report, tensorboard=args.tensorboard,
-              **{k: v for k, v in flags.items() if k != "preset"})
+        from tenfold.presets import preset_config
+        train(preset_config(args.preset), out=args.out, quiet=args.quiet, report=args.report,
+              tensorboard=args.tensorboard, **{k: v for k, v in flags.items() if k != "preset"})
     return 0
+
+
+def resume_flags(flags: dict) -> dict:
+    return {k: v for k, v in flags.items() if k in RESUME_SETTINGS}
 
 
 def restarted_worker(args) -> bool:
     """A worker the launcher restarted after a failure, whose run has a checkpoint to continue from."""
+    from tenfold.training.checkpoint import CHECKPOINT
     restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
-    return restarts > 0 and bool(args.out) and os.path.exists(os.path.join(args.out, "checkpoint.pt"))
+    return restarts > 0 and bool(args.out) and os.path.exists(os.path.join(args.out, CHECKPOINT))
 
 
 def launch_workers(args, flags: dict) -> bool:
@@ -97,12 +102,11 @@ def launch_workers(args, flags: dict) -> bool:
     from tenfold.training.checkpoint import load_checkpoint
 
     if args.resume:
-        config = TrainConfig.from_dict(load_checkpoint(args.resume)["config"]).updated(
-            **{k: v for k, v in flags.items() if k in ("epochs", "device")}).validate()
+        config = TrainConfig.from_dict(load_checkpoint(args.resume)["config"]).updated(**resume_flags(flags))
     else:
-        from tenfold.presets import preset_settings
-        base = TrainConfig().updated(**preset_settings(args.preset)) if args.preset else TrainConfig()
-        config = base.updated(**{k: v for k, v in flags.items() if k != "preset"}).validate()
+        from tenfold.presets import preset_config
+        config = preset_config(args.preset).updated(**{k: v for k, v in flags.items() if k != "preset"})
+    config.validate()
     return launch.start(args, config, TRAIN_ACTIONS)
 
 

@@ -6,6 +6,9 @@ from dataclasses import asdict, dataclass, fields
 from tenfold.errors import ConfigError
 
 
+RESUME_SETTINGS = ("epochs", "device")  # what a resumed run may change; the rest is the run's own
+
+
 @dataclass
 class TrainConfig:
     data: str = "cifar10"         # 'cifar10' (official download) or a folder / .tar / .tar.gz / .zip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tenfold.config import TrainConfig
 from tenfold.errors import ConfigError
 
 # airbench's SGD settings, per image: a learning rate of 11.5 per 1024 (1 + 1/(1 - momentum)) images, applied to the
@@ -40,6 +41,11 @@ PRESETS = {p.name: p for p in [
     Preset("fast-tiny", "widths 32/64/128: the quickest to 85 % on a CPU",
            "about 85 % (87 % with TTA) in 3 minutes on 2 CPU cores", fast_recipe("airnet_tiny", 10, 1024)),
 ]}
+
+
+def preset_config(name: str | None) -> TrainConfig:
+    """The defaults, with the preset's settings on top (flags then go on top of this)."""
+    return TrainConfig().updated(**preset_settings(name)) if name else TrainConfig()
 
 
 def preset_settings(name: str) -> dict:

@@ -18,9 +18,9 @@ def autocast(device: torch.device, precision: str):
 
 
 def train_epoch(model: nn.Module, optimizer, loader, callbacks: CallbackList, label_smoothing: float = 0.0,
-                precision: str = "fp32") -> tuple[float, float]:
-    """One pass over `loader`; returns the mean training loss and accuracy (one host sync, at the end), over
-    every worker's images. The accuracy is that of the augmented batches as trained on, as Keras reports it."""
+                precision: str = "fp32") -> tuple[float, float, int]:
+    """One pass over `loader`; returns the mean training loss and accuracy and the images trained on (one host
+    sync, at the end), over every worker's images. The accuracy is that of the augmented batches as trained on, as Keras reports it."""
     model.train()
     sums = torch.zeros(3, device=loader.device, dtype=torch.float64)  # loss x images, correct, images
     for i, (x, y) in enumerate(loader):
@@ -35,7 +35,7 @@ def train_epoch(model: nn.Module, optimizer, loader, callbacks: CallbackList, la
         sums[2] += len(y)
         callbacks.on_batch_end(i, {"size": len(y)})
     loss_sum, correct, images = all_sum(sums).tolist()
-    return loss_sum / images, correct / images
+    return loss_sum / images, correct / images, int(images)
 
 
 @torch.inference_mode()
@@ -58,11 +58,6 @@ def evaluate(model: nn.Module, loader, tta: int = 0, precision: str = "fp32") ->
     return {"loss": loss_sum / images, "accuracy": correct / images}
 
 
-def images_seen(loader) -> int:
-    """Training images per epoch over every worker."""
-    return int(all_sum(torch.tensor(loader.num_images)).item())
-
-
 def fit(model: nn.Module, optimizer, train_loader, val_loader=None, epochs: int = 10,
         callbacks: list[Callback] | None = None, start_epoch: int = 0, history: History | None = None,
         label_smoothing: float = 0.0, precision: str = "fp32", tta: int = 0) -> History:
@@ -76,13 +71,13 @@ def fit(model: nn.Module, optimizer, train_loader, val_loader=None, epochs: int 
         for epoch in range(start_epoch + 1, epochs + 1):
             cbs.on_epoch_begin(epoch, {})
             t0 = time.perf_counter()
-            loss, accuracy = train_epoch(model, optimizer, train_loader, cbs, label_smoothing, precision)
+            loss, accuracy, images = train_epoch(model, optimizer, train_loader, cbs, label_smoothing, precision)
             train_seconds = time.perf_counter() - t0
             val = evaluate(plain, val_loader, 0, precision) if val_loader is not None else {
                 "loss": float("nan"), "accuracy": float("nan")}
-            logs = {"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val["loss"], "val_accuracy": val["accuracy"],
-                    "seconds": time.perf_counter() - t0,
-                    "images_per_s": images_seen(train_loader) / train_seconds,
+            logs = {"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val["loss"],
+                    "val_accuracy": val["accuracy"], "seconds": time.perf_counter() - t0,
+                    "images_per_s": images / train_seconds,
                     "lr": optimizer.param_groups[0]["lr"]}
             if tta and epoch == epochs and val_loader is not None:
                 logs["val_accuracy_tta"] = evaluate(plain, val_loader, tta, precision)["accuracy"]

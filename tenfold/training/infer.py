@@ -126,6 +126,10 @@ def predict_images(trained: Trained, images: list[np.ndarray], top: int = 3,
                    tta: int | None = None) -> list[list[tuple[str, float]]]:
     """Top-`top` (class, probability) for each image."""
     data = ImageSet(np.stack(images), np.zeros(len(images), dtype=np.int64), trained.classes)
-    probs = probabilities(trained, data, tta)
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :top]
-    return [[(trained.classes[j], float(p[j])) for j in o] for p, o in zip(probs, order)]
+    return top_classes(probabilities(trained, data, tta), trained.classes, top)
+
+
+def top_classes(probs: np.ndarray, classes: list[str], k: int) -> list[list[tuple[str, float]]]:
+    """The `k` most probable (class, probability) of each row, most probable first (ties: class order)."""
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return [[(classes[j], float(p[j])) for j in o] for p, o in zip(probs, order)]

@@ -67,9 +67,8 @@ def start(args, config, actions: list) -> bool:
     nothing done) for one device without restarts: a plain process does that best."""
     import torch
 
-    from tenfold.training.checkpoint import CHECKPOINT
     from tenfold.training.distributed import local_batch
-    from tenfold.training.run import default_run_dir
+    from tenfold.training.run import check_new_run_dir, default_run_dir
 
     if args.max_restarts is not None and args.max_restarts < 0:
         raise ConfigError(f"--max-restarts must be 0 or more, got {args.max_restarts}")
@@ -77,10 +76,7 @@ def start(args, config, actions: list) -> bool:
     if workers == 1 and not args.max_restarts:
         return False
     if not args.resume:
-        args.out = args.out or str(default_run_dir(config))
-        if Path(args.out, CHECKPOINT).exists():
-            raise ConfigError(f"{args.out} already holds a run: continue it with --resume {args.out}, "
-                              "or choose another --out")
+        args.out = str(check_new_run_dir(Path(args.out) if args.out else default_run_dir(config)))
     local_batch(config.batch_size, workers)  # the global batch must split evenly
     launch(worker_argv(args, actions), workers, args.max_restarts or 0,
            config.device == "cpu" or not torch.cuda.is_available(), args.resume or args.out)

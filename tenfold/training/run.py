@@ -123,11 +123,16 @@ def open_run(config: TrainConfig | None, out, resume, quiet: bool, overrides: di
         restore(run, ckpt)
         return run, Path(resume), int(ckpt["epoch"]), ckpt["history"], ckpt
     config = (config or TrainConfig()).updated(**overrides).validate()
-    run_dir = Path(out) if out else default_run_dir(config)
+    run_dir = check_new_run_dir(Path(out) if out else default_run_dir(config))
+    return build(config, quiet, place=place), run_dir, 0, [], None
+
+
+def check_new_run_dir(run_dir: Path) -> Path:
+    """A new run must not write over a finished epoch of another."""
     if (run_dir / CHECKPOINT).exists():
         raise ConfigError(f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
                           "or choose another --out")
-    return build(config, quiet, place=place), run_dir, 0, [], None
+    return run_dir
 
 
 def recipe_callbacks(run: Run, steps_per_epoch: int, start: int, ckpt: dict | None) -> list:
