@@ -29,11 +29,11 @@ train: install
 # headless Chromium (with its matching chromedriver). Install them from Debian where we can.
 test-deps:
 	@if [ ! -x /usr/sbin/sshd ] || ! command -v rsync >/dev/null || ! command -v chromium >/dev/null \
-	     || ! command -v chromedriver >/dev/null; then \
+	     || ! command -v chromedriver >/dev/null || ! command -v g++ >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	      openssh-server rsync chromium chromium-driver >/dev/null; \
-	  else echo "note: no sshd/rsync/chromium and no root apt-get: the tests that need them will be skipped"; fi; \
+	      openssh-server rsync chromium chromium-driver g++ >/dev/null; \
+	  else echo "note: no sshd/rsync/chromium/g++ and no root apt-get: the tests that need them will be skipped"; fi; \
 	fi
 
 # Where the kernel allows it, the suite runs in a network namespace of its own with only loopback: a test that

@@ -2,6 +2,8 @@
 
     python benchmarks/presets.py                       # fast-tiny and fast-small on the shared CIFAR-10 copy, CPU
     python benchmarks/presets.py --presets fast --device cuda          # on a GPU machine
+    python benchmarks/presets.py --presets "fast,fast:--compile,fast:--precision fp16" --device cuda
+                                                       # variants: a preset, then flags of its own after ':'
     python benchmarks/presets.py --dry                 # a tiny synthetic run of every preset (the tests run this)
 
 The clock starts when the process is launched, so start-up and data loading are included (the data cache is
@@ -25,10 +27,12 @@ SHARED = REPO.parent / "shared" / "datasets" / "cifar10-train-jpeg.tar.gz"
 EPOCH = re.compile(r"^Epoch +(\d+): .*Validation Accuracy: +([\d.]+)%.*?(?:test-time augmentation: ([\d.]+)%)?\)?$")
 
 
-def run_preset(preset: str, data: str, out: Path, device: str, extra: list[str]) -> dict:
-    """Train one preset; (seconds since launch, epoch, accuracy) for every epoch line as it appears."""
+def run_preset(entry: str, data: str, out: Path, device: str, extra: list[str]) -> dict:
+    """Train one preset (`NAME` or `NAME:FLAGS`); (seconds since launch, epoch, accuracy) for every epoch line as
+    it appears."""
+    preset, _, flags = entry.partition(":")
     command = [sys.executable, "-m", "tenfold", "train", "--preset", preset, "--data", data, "--device", device,
-               "--out", str(out / preset), *extra]
+               "--out", str(out / re.sub(r"[^\w.-]+", "_", entry)), *flags.split(), *extra]
     start = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -38,11 +42,11 @@ def run_preset(preset: str, data: str, out: Path, device: str, extra: list[str])
         if m:
             points.append({"seconds": time.perf_counter() - start, "epoch": int(m[1]),
                            "val_accuracy": float(m[2]) / 100, "val_accuracy_tta": float(m[3]) / 100 if m[3] else None})
-            print(f"  {preset}: {line.strip()}  [{points[-1]['seconds']:.0f} s]", flush=True)
+            print(f"  {entry}: {line.strip()}  [{points[-1]['seconds']:.0f} s]", flush=True)
     if proc.wait() != 0:
-        sys.exit(f"{preset} failed: {proc.stderr.read().strip().splitlines()[-1:]}")
+        sys.exit(f"{entry} failed: {proc.stderr.read().strip().splitlines()[-1:]}")
     final = points[-1]
-    return {"preset": preset, "points": points, "seconds": final["seconds"],
+    return {"preset": entry, "points": points, "seconds": final["seconds"],
             "accuracy": final["val_accuracy_tta"] or final["val_accuracy"]}
 
 
@@ -95,17 +99,19 @@ def synthetic(root: Path) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--presets", default="fast-tiny,fast-small")
+    p.add_argument("--presets", help="comma-separated NAME or NAME:FLAGS (default fast-tiny,fast-small; with "
+                                     "--dry every preset)")
     p.add_argument("--data", default=str(SHARED))
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, default=None, help="where the runs and results go (default: a temp dir)")
-    p.add_argument("--dry", action="store_true", help="every preset, 1 epoch of tiny synthetic data")
+    p.add_argument("--dry", action="store_true", help="1 epoch of tiny synthetic data each")
     args = p.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="tenfold-presets-"))
-    presets, extra = args.presets.split(","), []
+    presets, extra = (args.presets or "fast-tiny,fast-small").split(","), []
     if args.dry:
         from tenfold.presets import PRESETS
-        presets, extra, args.data = list(PRESETS), ["--epochs", "1", "--batch-size", "16"], synthetic(out / "data")
+        presets = args.presets.split(",") if args.presets else list(PRESETS)
+        extra, args.data = ["--epochs", "1", "--batch-size", "27"], synthetic(out / "data")  # 81 training images: 3 steps
     subprocess.run([sys.executable, "-m", "tenfold", "train", "--data", args.data, "--epochs", "1", "--quiet",
                     "--out", str(out / "warm-up"), "--device", args.device], check=True, cwd=REPO,
                    env={**os.environ, "PYTHONPATH": str(REPO)})  # decodes and caches the data once

@@ -103,7 +103,8 @@ def train(data: str = "cifar10", *, preset: str | None = None, out: str | None =
           report: bool = False, tensorboard: bool = False, quiet: bool = False, callbacks: list | None = None,
           **settings) -> TrainResult:
     """Train like `tenfold train`: `settings` are its flags with underscores (epochs=5, batch_size=512, ...).
-    `resume` continues a run (a TrainResult or its directory); only `epochs` and `device` may change then."""
+    `resume` continues a run (a TrainResult or its directory); only `epochs`, `device`, `precision` and `compile`
+    may change then."""
     from tenfold.config import RESUME_SETTINGS, TrainConfig
     from tenfold.presets import preset_config
     from tenfold.training.run import train as run_train
@@ -115,7 +116,8 @@ def train(data: str = "cifar10", *, preset: str | None = None, out: str | None =
     common = dict(quiet=quiet, callbacks=callbacks, report=report, tensorboard=tensorboard)
     if resume is not None:
         if set(settings) - set(RESUME_SETTINGS) or preset or out:
-            raise ConfigError("a resumed run keeps its settings: only epochs= and device= may be given")
+            raise ConfigError("a resumed run keeps its settings: only "
+                              f"{', '.join(k + '=' for k in RESUME_SETTINGS)} may be given")
         history = run_train(resume=run_path(resume), **common, **settings)
     else:
         history = run_train(preset_config(preset), out=out, data=data, **common, **settings)

@@ -10,7 +10,7 @@ import sys
 from tenfold import __version__
 from tenfold.argtypes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, Parser, number, positive_int
 from tenfold.cloud import cli as cloud_cli
-from tenfold.config import RESUME_SETTINGS
+from tenfold.config import PRECISIONS, RESUME_SETTINGS
 from tenfold.errors import TenfoldError, Terminated
 
 
@@ -43,7 +43,11 @@ def add_train(sub) -> None:
     p.add_argument("--lookahead", action="store_true", default=None, help="average the weights every 5 steps")
     p.add_argument("--flip", choices=["random", "alternating"], help="with --augment: how images are mirrored")
     p.add_argument("--translate", type=positive_int, help="with --augment: shift by up to this many pixels (4)")
-    p.add_argument("--precision", choices=["fp32", "bf16"], help="arithmetic of the forward pass (fp32)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="arithmetic of the forward pass (fp32; the fast presets: auto = bf16 where the "
+                        "hardware has it, fp16 on older GPUs)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the model for training (a one-off compile first; for GPUs)")
     p.add_argument("--tta", type=int, choices=[0, 1, 2], help="test-time views: 0, 1 (+ mirror) or 2 (6 views)")
     p.add_argument("--out", help="run directory (default runs/MODEL-DATE-TIME)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run after its last finished epoch")

@@ -5,8 +5,8 @@ from dataclasses import asdict, dataclass, fields
 
 from tenfold.errors import ConfigError
 
-
-RESUME_SETTINGS = ("epochs", "device")  # what a resumed run may change; the rest is the run's own
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # arithmetic of the forward pass; see training.device
+RESUME_SETTINGS = ("epochs", "device", "precision", "compile")  # what a resume may change: how, not what, it trains
 
 
 @dataclass
@@ -33,7 +33,9 @@ class TrainConfig:
     lookahead: bool = False       # average the weights every 5 steps (slow/fast weights), the fast ones at the end
     flip: str = "random"          # with --augment: random (each image a coin) | alternating (flip pattern A, then not-A)
     translate: int = 4            # with --augment: shift up to this many pixels each way
-    precision: str = "fp32"       # fp32 | bf16 (autocast of the forward pass: CPUs with bf16 units, recent GPUs)
+    precision: str = "fp32"       # auto | fp32 | bf16 | fp16: autocast of the forward pass (auto: see
+                                  # training.device.resolve_precision; fp16 adds loss scaling)
+    compile: bool = False         # torch.compile the model for training (GPUs; it did not pay on 2 CPU cores)
     tta: int = 0                  # test-time views: 0 the image, 1 + its mirror, 2 + both shifted a pixel (6 views)
 
     def validate(self) -> "TrainConfig":
@@ -53,7 +55,7 @@ class TrainConfig:
             (self.bias_lr_scale > 0, f"--bias-lr-scale must be positive, got {self.bias_lr_scale}"),
             (self.flip in ("random", "alternating"), f"--flip must be random or alternating, got {self.flip}"),
             (0 <= self.translate <= 16, f"--translate must be between 0 and 16 pixels, got {self.translate}"),
-            (self.precision in ("fp32", "bf16"), f"--precision must be fp32 or bf16, got {self.precision}"),
+            (self.precision in PRECISIONS, f"--precision must be {', '.join(PRECISIONS)}, got {self.precision}"),
             (self.tta in (0, 1, 2), f"--tta must be 0, 1 or 2, got {self.tta}"),
         ]
         for ok, message in checks:

@@ -25,6 +25,10 @@ class ConfigError(TenfoldError):
     """A flag or setting outside its allowed range."""
 
 
+class DivergedError(TenfoldError):
+    """The training loss stopped being a finite number (too high a learning rate, fp16 overflow)."""
+
+
 class Terminated(BaseException):
     """SIGTERM arrived: unwind like Ctrl-C (context managers close, atomic writes are abandoned, not torn)."""
 

@@ -39,6 +39,10 @@ def test_gpu_script_dry_run_prints_both_peers():
     assert re.search(r"^\| lenet5 \| 1 worker \| [\d.]+ \| [\d.]+x \| [\d.]+% \|$", result.stdout, re.M)  # DDP path
     for preset in ("lenet5", "fast", "fast-small", "fast-tiny"):  # then every preset, timed from launch
         assert re.search(rf"^\| {preset} \| 1 \| \d+ \| [\d.]+% \|", result.stdout, re.M), result.stdout
+    for variant in ("fp32", "bf16", "fp16", "bf16\\+compile"):  # the step in each arithmetic
+        assert re.search(rf"^\| {variant} \| [\d.]+ \| [\d,]+ \| [\d.]+x \| [\d.]+ \|$", result.stdout, re.M)
+    for variant in ("fast:--compile", "fast:--precision fp16"):  # and the GPU run's variants of `fast`
+        assert re.search(rf"^\| {variant} \| 1 \| \d+ \| [\d.]+% \|", result.stdout, re.M), result.stdout
 
 
 def test_gpu_script_refuses_without_a_gpu():

@@ -74,7 +74,9 @@ class AirNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.groups(nn.functional.gelu(self.whiten(x)))
-        x = torch.amax(x, dim=(2, 3))  # global max-pool: (N, w3)
+        # Global max-pool: (N, w3). torch.max, not amax: compiled, amax's backward gives non-finite gradients in
+        # bf16 and fp16 (pytorch/pytorch#186799).
+        x = x.flatten(2).max(2).values
         return self.head(x) * HEAD_SCALE
 
 

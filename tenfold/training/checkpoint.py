@@ -74,7 +74,7 @@ class Checkpointer(Callback):
 
     def __init__(self, run_dir: Path, model, optimizer, rng_state, meta: dict, history: list[dict], extra=None):
         self.run_dir, self.model, self.optimizer = Path(run_dir), model, optimizer
-        self.extra = extra          # () -> dict of more state to keep (the lookahead's slow weights), or None
+        self.extra = extra          # () -> dict of more state to keep (lookahead's slow weights, fp16's loss scale)
         self.rng_state = rng_state  # () -> dict of RNG states, read at the end of each epoch
         self.meta = meta            # config, classes, image_shape, mean, std, data facts
         self.history = list(history)

@@ -1,6 +1,9 @@
 """Choosing the device and setting it up."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import torch
 
 from tenfold.errors import ConfigError
@@ -30,6 +33,34 @@ def pick_device(name: str = "auto") -> torch.device:
     elif device.type not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"--device must be auto, cpu, cuda, cuda:N or mps, got '{name}'")
     return device
+
+
+def cpu_has(kind: str, cpuinfo: str | None = None) -> bool:
+    """Native `kind` (bf16 or fp16) dot products: x86's AVX512-BF16/-FP16 or AMX. Where a CPU has them, 16-bit
+    autocast beats fp32 (bf16: about 2x for the fast presets' convs, BENCHMARKS.md); elsewhere it is emulated and
+    slower than fp32."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:  # not Linux: no way to ask without a native call, so assume no
+            return False
+    return re.search(rf"\b(avx512_{kind}|amx_{kind})\b", cpuinfo) is not None
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The arithmetic a run uses on `device`. auto: bf16 on GPUs with bf16 units (compute capability 8.0+: A100,
+    L4, H100) and on CPUs with them; fp16 with loss scaling on older GPUs (T4, V100); fp32 elsewhere (MPS too)."""
+    if device.type == "cuda" and precision in ("auto", "bf16"):
+        major, minor = torch.cuda.get_device_capability(device)
+        if major >= 8:
+            return "bf16"
+        if precision == "bf16":
+            raise ConfigError(f"--precision bf16: {torch.cuda.get_device_name(device)} (compute capability "
+                              f"{major}.{minor}) has no bf16 units; use --precision fp16 or auto")
+        return "fp16"
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cpu" and cpu_has("bf16") else "fp32"
 
 
 def describe(device: torch.device) -> str:

@@ -1,35 +1,48 @@
 """The training loop: it trains, measures, and reports only through callbacks."""
 from __future__ import annotations
 
+import math
 import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tenfold.errors import DivergedError
 from tenfold.training.callbacks import Callback, CallbackList, History
 from tenfold.training.distributed import all_sum
 from tenfold.training.recipe import predict_tta
 
 
+HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def autocast(device: torch.device, precision: str):
-    """bf16 autocast for the forward pass (matmuls and convs in bf16, reductions in fp32), or nothing for fp32."""
-    return torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16")
+    """Autocast of the forward pass for bf16 or fp16 (matmuls and convs in 16 bits, reductions in fp32), or
+    nothing for fp32. `precision` is resolved already (tenfold.training.device.resolve_precision)."""
+    return torch.autocast(device.type, HALF.get(precision, torch.bfloat16), enabled=precision in HALF)
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none (a no-op scaler)."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
 
 def train_epoch(model: nn.Module, optimizer, loader, callbacks: CallbackList, label_smoothing: float = 0.0,
-                precision: str = "fp32") -> tuple[float, float, int]:
+                precision: str = "fp32", scaler: torch.amp.GradScaler | None = None) -> tuple[float, float, int]:
     """One pass over `loader`; returns the mean training loss and accuracy and the images trained on (one host
     sync, at the end), over every worker's images. The accuracy is that of the augmented batches as trained on, as Keras reports it."""
     model.train()
+    scaler = scaler or grad_scaler(loader.device, precision)
     sums = torch.zeros(3, device=loader.device, dtype=torch.float64)  # loss x images, correct, images
     for i, (x, y) in enumerate(loader):
         with autocast(loader.device, precision):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)  # skipped when fp16 gradients overflowed; the scale then halves
+        scaler.update()
         sums[0] += loss.detach() * len(y)  # stays on the device: no sync per step
         sums[1] += (logits.detach().argmax(1) == y).sum()
         sums[2] += len(y)
@@ -60,19 +73,25 @@ def evaluate(model: nn.Module, loader, tta: int = 0, precision: str = "fp32") ->
 
 def fit(model: nn.Module, optimizer, train_loader, val_loader=None, epochs: int = 10,
         callbacks: list[Callback] | None = None, start_epoch: int = 0, history: History | None = None,
-        label_smoothing: float = 0.0, precision: str = "fp32", tta: int = 0) -> History:
+        label_smoothing: float = 0.0, precision: str = "fp32", tta: int = 0,
+        scaler: torch.amp.GradScaler | None = None) -> History:
     """Train from epoch `start_epoch` + 1 to `epochs`; returns the History (resumed runs included). The last
-    epoch's validation is also made with `tta` test-time views (`val_accuracy_tta`)."""
+    epoch's validation is also made with `tta` test-time views (`val_accuracy_tta`). `precision` is resolved
+    (fp32, bf16 or fp16); `scaler`: fp16's loss scaler, to keep its state across a resume."""
     history = history or History()
     cbs = CallbackList([history, *(callbacks or [])])
-    plain = getattr(model, "module", model)  # evaluation skips DistributedDataParallel: no collectives per batch
+    scaler = scaler or grad_scaler(train_loader.device, precision)
+    plain = unwrap(model)  # evaluation skips DDP and compilation: no collectives per batch, no eval-mode graph
     cbs.on_train_begin({"epochs": epochs, "start_epoch": start_epoch})
     try:
         for epoch in range(start_epoch + 1, epochs + 1):
             cbs.on_epoch_begin(epoch, {})
             t0 = time.perf_counter()
-            loss, accuracy, images = train_epoch(model, optimizer, train_loader, cbs, label_smoothing, precision)
+            loss, accuracy, images = train_epoch(model, optimizer, train_loader, cbs, label_smoothing, precision,
+                                                 scaler)
             train_seconds = time.perf_counter() - t0
+            if not math.isfinite(loss):  # as Keras' TerminateOnNaN, before the epoch is saved over the last good one
+                raise diverged(epoch, loss, precision)
             val = evaluate(plain, val_loader, 0, precision) if val_loader is not None else {
                 "loss": float("nan"), "accuracy": float("nan")}
             logs = {"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val["loss"],
@@ -86,3 +105,21 @@ def fit(model: nn.Module, optimizer, train_loader, val_loader=None, epochs: int 
     finally:
         cbs.on_train_end({})
     return history
+
+
+def diverged(epoch: int, loss: float, precision: str) -> DivergedError:
+    fix = "a lower --lr" + (" or --precision fp32" if precision != "fp32" else "")
+    kept = f"the checkpoint keeps epoch {epoch - 1}" if epoch > 1 else "no epoch was saved"
+    return DivergedError(f"epoch {epoch}: the training loss became {loss}, so training stopped ({kept}); "
+                         f"try {fix}")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside torch.compile's and DistributedDataParallel's wrappers (either order)."""
+    while True:
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif getattr(model, "_orig_mod", None) is not None:  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model

@@ -12,7 +12,7 @@ from tenfold.data import DeviceLoader, ImageSet, open_test_set
 from tenfold.errors import CheckpointError, DataError
 from tenfold.models import create_model
 from tenfold.training.checkpoint import load_checkpoint
-from tenfold.training.device import pick_device
+from tenfold.training.device import pick_device, resolve_precision
 from tenfold.training.fit import predict_logits
 from tenfold.training.run import EVAL_BATCH
 
@@ -33,7 +33,10 @@ class Trained:
 
     @property
     def precision(self) -> str:
-        return self.ckpt["config"].get("precision", "fp32")
+        """fp32 for a run trained in fp32; else the 16-bit arithmetic this device does best (a run trained in bf16
+        predicts in fp16 on a T4, in fp32 on a CPU without bf16 units)."""
+        precision = self.ckpt["config"].get("precision", "fp32")
+        return resolve_precision("fp32" if precision == "fp32" else "auto", self.device)
 
     def views(self, tta: int | None) -> int:
         """The test-time views asked for, else the run's own setting."""

@@ -16,9 +16,10 @@ from tenfold.models import create_model
 from tenfold.training.callbacks import History, ProgressBar, SeedLogger
 from tenfold.training.checkpoint import CHECKPOINT, Checkpointer, load_checkpoint
 from tenfold.training import distributed
-from tenfold.training.device import describe, environment, pick_device, rng_state, set_rng_state
+from tenfold.training.device import (cpu_has, describe, environment, pick_device, resolve_precision, rng_state,
+                                     set_rng_state)
 from tenfold.training.distributed import Place
-from tenfold.training.fit import fit
+from tenfold.training.fit import fit, grad_scaler
 from tenfold.training.recipe import Lookahead, LRSchedule
 
 EVAL_BATCH = 2048  # images per evaluation batch: large, since inference keeps no activations
@@ -34,6 +35,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     generator: torch.Generator  # shuffling and augmentation
     meta: dict                  # what the checkpoint carries besides the states
+    precision: str = "fp32"     # config.precision resolved for this device: fp32, bf16 or fp16
     place: Place | None = None  # this worker's rank among several (None: a process on its own)
 
 
@@ -81,11 +83,12 @@ def build(config: TrainConfig, quiet: bool = False, stats: tuple | None = None, 
         model.init_from_data(next(iter(sample))[0])
     model = model.to(device, memory_format=torch.channels_last)
     generator = torch.Generator().manual_seed(config.seed)
+    precision = resolve_precision(config.precision, device)
     meta = {"config": config.to_dict(), "classes": data.train.classes, "image_shape": list(data.train.shape),
             "mean": mean, "std": std, "data_source": data.source,
             "num_train": len(data.train), "num_val": len(data.val) if data.val is not None else 0,
-            "environment": {**environment(device), "workers": place.world if place else 1}}
-    return Run(config, device, data, model, make_optimizer(config, model), generator, meta, place)
+            "environment": {**environment(device), "workers": place.world if place else 1, "precision": precision}}
+    return Run(config, device, data, model, make_optimizer(config, model), generator, meta, precision, place)
 
 
 def loaders(run: Run, batch_size: int) -> tuple[DeviceLoader, DeviceLoader | None]:
@@ -172,7 +175,13 @@ def train(config: TrainConfig | None = None, out: str | Path | None = None, resu
             announce(run, run_dir, start, place)
         train_loader.epoch = start  # the flip pattern and the schedule continue where the run stopped
         recipe = recipe_callbacks(run, len(train_loader), start, ckpt)
-        extra = (lambda: {"lookahead": recipe[-1].state()}) if config.lookahead else None
+        scaler = grad_scaler(run.device, run.precision)
+        if ckpt is not None and "scaler" in ckpt and scaler.is_enabled():
+            scaler.load_state_dict(ckpt["scaler"])
+
+        def extra() -> dict:  # the states the checkpoint keeps besides model, optimiser and RNGs
+            return {**({"lookahead": recipe[-1].state()} if config.lookahead else {}),
+                    **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {})}
         writers = [Checkpointer(run_dir, run.model, run.optimizer, lambda: rng_state(run.device, run.generator),
                                 run.meta, rows, extra),
                    *([TensorBoard(run_dir / "tensorboard")] if tensorboard else []), *(callbacks or [])]
@@ -181,9 +190,15 @@ def train(config: TrainConfig | None = None, out: str | Path | None = None, resu
         if not quiet:
             writers.append(SeedLogger())
         model = distributed.wrap(run.model, run.device, place) if place else run.model
-        history = fit(model, run.optimizer, train_loader, val_loader, config.epochs,
-                      [*recipe, *(writers if main else [])], start_epoch=start, history=History(rows, run_dir),
-                      label_smoothing=config.label_smoothing, precision=config.precision, tta=config.tta)
+        if config.compile:
+            model = torch.compile(model)  # DDP first, then compile, as PyTorch's DDP notes advise
+        try:
+            history = fit(model, run.optimizer, train_loader, val_loader, config.epochs,
+                          [*recipe, *(writers if main else [])], start_epoch=start, history=History(rows, run_dir),
+                          label_smoothing=config.label_smoothing, precision=run.precision, tta=config.tta,
+                          scaler=scaler)
+        except Exception as e:
+            raise compile_error(e) if config.compile and compile_error(e) else e
         finished = True
     finally:
         distributed.leave(finished)
@@ -195,11 +210,25 @@ def train(config: TrainConfig | None = None, out: str | Path | None = None, resu
     return history
 
 
+def compile_error(e: Exception) -> ConfigError | None:
+    """torch.compile's failures (no C++ compiler, no Triton, an unsupported op) as one line, else None."""
+    if not type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
+        return None
+    reason = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)[:200]
+    return ConfigError(f"--compile failed on this machine ({reason}); train without it (--no-compile)")
+
+
 def announce(run: Run, run_dir: Path, start: int, place: Place | None) -> None:
     workers = f" x {place.world} workers" if place is not None and place.world > 1 else ""
-    print(f"tenfold: {run.config.model} on {describe(run.device)}{workers}; {len(run.data.train)} training / "
+    arithmetic = "" if run.precision == "fp32" else f", {run.precision} autocast"
+    compiled = ", compiled" if run.config.compile else ""
+    print(f"tenfold: {run.config.model} on {describe(run.device)}{workers}{arithmetic}{compiled}; "
+          f"{len(run.data.train)} training / "
           f"{len(run.data.val) if run.data.val is not None else 0} validation images, "
           f"{len(run.data.train.classes)} classes; run directory {run_dir}", file=sys.stderr)
+    if run.device.type == "cpu" and run.precision != "fp32" and not cpu_has(run.precision):
+        print(f"warning: this CPU has no {run.precision} units, so {run.precision} is emulated and far slower than fp32 "
+              "(--precision auto picks what the hardware does best)", file=sys.stderr)
     if start >= run.config.epochs:
         print(f"tenfold: {run_dir} already finished {start} epochs; pass --epochs N (> {start}) to train longer",
               file=sys.stderr)
