@@ -1,4 +1,5 @@
 """`tenfold bench`, and the benchmark harness in its dry mode (the real runs live in BENCHMARKS.md)."""
+import os
 import re
 import subprocess
 import sys
@@ -43,6 +44,17 @@ def test_gpu_script_dry_run_prints_both_peers():
         assert re.search(rf"^\| {variant} \| [\d.]+ \| [\d,]+ \| [\d.]+x \| [\d.]+ \|$", result.stdout, re.M)
     for variant in ("fast:--compile", "fast:--precision fp16"):  # and the GPU run's variants of `fast`
         assert re.search(rf"^\| {variant} \| 1 \| \d+ \| [\d.]+% \|", result.stdout, re.M), result.stdout
+
+
+def test_gpu_script_runs_only_the_parts_asked_for():
+    run = lambda parts: subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh"), "--dry"],  # noqa: E731
+                                       capture_output=True, text=True, timeout=600, env={**os.environ, "PARTS": parts})
+    result = run("precision")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^\| bf16 \| ", result.stdout, re.M) and "tutorial" not in result.stdout
+    assert "| lenet5 |" not in result.stdout and "| fast |" not in result.stdout
+    wrong = run("precision gpus")
+    assert wrong.returncode == 2 and "unknown part 'gpus'" in wrong.stderr and "| bf16 |" not in wrong.stdout
 
 
 def test_gpu_script_refuses_without_a_gpu():
