@@ -76,15 +76,21 @@ def tunnel(host: str, port: int, remote_port: int) -> subprocess.Popen:
         host]
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
-    while True:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc
-        if proc.poll() is not None or time.monotonic() > deadline:
+    try:
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return proc
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                why = (proc.stderr.read().strip().splitlines() or ["no answer"])[-1]
+                raise CloudError(f"the ssh tunnel to {host} failed: {why}")
+            time.sleep(0.1)
+    except BaseException:  # Ctrl-C or SIGTERM while it opens: no tunnel left behind either
+        if proc.poll() is None:
             proc.kill()
-            why = (proc.stderr.read().strip().splitlines() or ["no answer"])[-1]
-            raise CloudError(f"the ssh tunnel to {host} failed: {why}")
-        time.sleep(0.1)
+            proc.wait()
+        raise
 
 
 def stop(host: str) -> bool:
@@ -100,11 +106,11 @@ def notebook(host: str, port: int | None = None) -> int:
     info = running(host) or launch(host)
     here = local_port(port)
     proc = tunnel(host, here, info["port"])
-    path = {"lab": "lab", "notebook": "tree"}.get(info["app"], "")
-    print(f"http://127.0.0.1:{here}/{path}?token={info['token']}", flush=True)
-    print(f"tenfold: Jupyter on {host} through an ssh tunnel; Ctrl-C closes the tunnel (the server keeps "
-          "running; `tenfold cloud notebook --stop` stops it)", file=sys.stderr, flush=True)
-    try:
+    try:  # from the moment the tunnel is open: a signal while the URL prints must close it too
+        path = {"lab": "lab", "notebook": "tree"}.get(info["app"], "")
+        print(f"http://127.0.0.1:{here}/{path}?token={info['token']}", flush=True)
+        print(f"tenfold: Jupyter on {host} through an ssh tunnel; Ctrl-C closes the tunnel (the server keeps "
+              "running; `tenfold cloud notebook --stop` stops it)", file=sys.stderr, flush=True)
         proc.wait()
     except KeyboardInterrupt:
         return 0
