@@ -4,8 +4,8 @@
     python benchmarks/precision.py --device cuda --model airnet94 --batch 1024 --steps 50
     python benchmarks/precision.py --dry               # tiny, on the CPU (the tests run this)
 
-Each variant trains the same net on the same synthetic batch with tenfold's own step (its autocast, its loss
-scaler for fp16, SGD with Nesterov momentum), in one process, in alternating rounds; a variant's time is the
+Each variant trains the same net on the same synthetic batch with tenfold's own step (fit.train_step: its
+autocast, its loss scaler for fp16; here with SGD and Nesterov momentum), in one process, in alternating rounds; a variant's time is the
 median of its timed steps over all rounds, after warm-up steps (which include compiling, timed on their own).
 """
 from __future__ import annotations
@@ -17,11 +17,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tenfold.models import create_model  # noqa: E402
-from tenfold.training.fit import autocast, grad_scaler  # noqa: E402
+from tenfold.training.fit import grad_scaler, train_step  # noqa: E402
 
 
 def make_step(model_name: str, precision: str, compiled: bool, x: torch.Tensor, y: torch.Tensor):
@@ -37,13 +36,7 @@ def make_step(model_name: str, precision: str, compiled: bool, x: torch.Tensor, 
     scaler = grad_scaler(x.device, precision)
 
     def step() -> None:
-        with autocast(x.device, precision):
-            logits = trained(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=0.2)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        train_step(trained, optimizer, x, y, scaler, precision, label_smoothing=0.2)
     first = timed(step, x.device)
     return step, first
 

@@ -70,10 +70,8 @@ class EvalResult:
 
     def plot_predictions(self, n: int = 12, seed: int = 0):
         """`n` random images with their true class and top-3 probabilities (the original "Softmax Predictions")."""
-        from tenfold.report.plots import plot_predictions
-        data, probs = self.judged.data, self.judged.probs
-        pick = np.random.default_rng(seed).choice(len(data), min(n, len(data)), replace=False)
-        return plot_predictions(data.images[pick], probs[pick], self.classes, data.labels[pick])
+        from tenfold.report.make import prediction_grid
+        return prediction_grid(self.judged, self.classes, n, seed)
 
 
 @dataclass

@@ -50,15 +50,20 @@ def judge(trained: Trained, data: str | None = None, splits: Splits | None = Non
     return Judged(images, split, probs, summarise(images.labels, probs.argmax(1), trained.classes))
 
 
-def figures(rows: list[dict], judged: Judged, classes: list[str], seed: int = 0) -> dict:
-    """name -> Figure for the four figures; the grid's images are a seeded random choice (the same each time)."""
-    pick = np.random.default_rng(seed).choice(len(judged.data), min(GRID_IMAGES, len(judged.data)), replace=False)
+def prediction_grid(judged: Judged, classes: list[str], n: int = GRID_IMAGES, seed: int = 0):
+    """`n` of the judged images (a seeded random choice: the same each time), each with its true class and
+    top-3 probabilities (the original "Softmax Predictions")."""
+    pick = np.random.default_rng(seed).choice(len(judged.data), min(n, len(judged.data)), replace=False)
+    return plots.plot_predictions(judged.data.images[pick], judged.probs[pick], classes, judged.data.labels[pick])
+
+
+def figures(rows: list[dict], judged: Judged, classes: list[str]) -> dict:
+    """name -> Figure for the four figures."""
     s = judged.summary
     return {"curves.png": plots.plot_history(rows),
             "confusion.png": plots.plot_confusion(np.array(s["confusion_matrix"]), classes),
             "per_class_accuracy.png": plots.plot_per_class(s["per_class_accuracy"], s["accuracy"]),
-            "predictions.png": plots.plot_predictions(judged.data.images[pick], judged.probs[pick], classes,
-                                                      judged.data.labels[pick])}
+            "predictions.png": prediction_grid(judged, classes)}
 
 
 def png_bytes(fig, dpi: int = 100) -> bytes:

@@ -28,6 +28,19 @@ def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
 
+def train_step(model: nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor, scaler: torch.amp.GradScaler,
+               precision: str = "fp32", label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on batch (x, y); returns the logits and the loss (on the device, not synced)."""
+    with autocast(x.device, precision):
+        logits = model(x)
+    loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)  # skipped when fp16 gradients overflowed; the scale then halves
+    scaler.update()
+    return logits, loss
+
+
 def train_epoch(model: nn.Module, optimizer, loader, callbacks: CallbackList, label_smoothing: float = 0.0,
                 precision: str = "fp32", scaler: torch.amp.GradScaler | None = None) -> tuple[float, float, int]:
     """One pass over `loader`; returns the mean training loss and accuracy and the images trained on (one host
@@ -36,13 +49,7 @@ def train_epoch(model: nn.Module, optimizer, loader, callbacks: CallbackList, la
     scaler = scaler or grad_scaler(loader.device, precision)
     sums = torch.zeros(3, device=loader.device, dtype=torch.float64)  # loss x images, correct, images
     for i, (x, y) in enumerate(loader):
-        with autocast(loader.device, precision):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)  # skipped when fp16 gradients overflowed; the scale then halves
-        scaler.update()
+        logits, loss = train_step(model, optimizer, x, y, scaler, precision, label_smoothing)
         sums[0] += loss.detach() * len(y)  # stays on the device: no sync per step
         sums[1] += (logits.detach().argmax(1) == y).sum()
         sums[2] += len(y)

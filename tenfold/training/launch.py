@@ -19,7 +19,6 @@ from pathlib import Path
 from tenfold.errors import ERRORS_ENV, ConfigError, TenfoldError, Terminated
 
 
-
 class WorkerFailed(TenfoldError):
     """A worker died or failed; the message names it and what to do."""
 
@@ -45,7 +44,7 @@ def count_devices(value: str, device: str) -> int:
 
 def worker_env(workers: int, on_cpu: bool, errors: str) -> dict:
     """What the workers need besides the launcher's RANK/WORLD_SIZE/MASTER_ADDR; what the user set wins."""
-    env = {ERRORS_ENV: errors, "GLOO_SOCKET_IFNAME": "lo"}  # one machine: gloo talks over loopback
+    env = {ERRORS_ENV: errors}  # (gloo's loopback interface is set where workers join: distributed.join)
     if on_cpu:  # CPU workers share the cores instead of each starting a thread per core
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
     return {k: v for k, v in env.items() if k not in os.environ}

@@ -198,7 +198,10 @@ def train(config: TrainConfig | None = None, out: str | Path | None = None, resu
                           label_smoothing=config.label_smoothing, precision=run.precision, tta=config.tta,
                           scaler=scaler)
         except Exception as e:
-            raise compile_error(e) if config.compile and compile_error(e) else e
+            failed = compile_error(e) if config.compile else None
+            if failed is not None:
+                raise failed from None
+            raise
         finished = True
     finally:
         distributed.leave(finished)
