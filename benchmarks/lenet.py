@@ -3,6 +3,8 @@
     python benchmarks/lenet.py                       # CPU: all four peers, 2 alternating rounds, 5 epochs each
     python benchmarks/lenet.py --device cuda --peers tenfold,tutorial
     python benchmarks/lenet.py --dry                 # seconds: synthetic data, 2 epochs (what the tests run)
+    python benchmarks/lenet.py --isa avx2            # an AVX-512 CPU capped at AVX2 + FMA, as Zen 3 or Haswell
+    python benchmarks/lenet.py --load 1              # one busy single-threaded process beside each peer
 
 Every peer trains the same 45,000 / 5,000 split of the shared CIFAR-10 copy, exported once, in its own process;
 the peers take turns round after round so that they share the machine's state. Reported per peer: the median
@@ -35,6 +37,7 @@ KERAS_VENV = HERE / ".venv-keras"
 KERAS_PACKAGES = ["tensorflow-cpu==2.21.0", "keras==3.15.1"]
 PEERS = {  # name: (runner, script, batch size; 0 = tenfold's default)
     "tenfold": ("torch", "tenfold_peer.py", 0),
+    "tenfold-fused": ("torch", "tenfold_peer.py", 0),       # the fused kernels forced (TENFOLD_KERNELS=1)
     "tenfold-no-kernels": ("torch", "tenfold_peer.py", 0),  # PyTorch's ops only (TENFOLD_KERNELS=0)
     "tutorial": ("torch", "tutorial_loop.py", 128),
     "keras128": ("keras", "keras_lenet.py", 128),
@@ -67,13 +70,27 @@ def keras_python() -> str:
     return str(python)
 
 
-def run_peer(name: str, split: Path, epochs: int, device: str) -> list[dict]:
+# An AVX-512 machine capped at AVX2 + FMA for every library that dispatches on the CPU: PyTorch's own kernels,
+# oneDNN (PyTorch's and TensorFlow's convolutions), MKL (PyTorch's matmuls) and tenfold's kernels (-march=x86-64-v3).
+ISA_ENV = {"native": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                                  "MKL_ENABLE_INSTRUCTIONS": "AVX2", "TENFOLD_CPU_ISA": "avx2"}}
+BUSY = "while True: pass"  # one single-threaded busy process: a browser tab, a compile, another notebook
+
+
+def run_peer(name: str, split: Path, epochs: int, device: str, isa: str = "native", load: int = 0) -> list[dict]:
     runner, script, batch = PEERS[name]
     python = keras_python() if runner == "keras" else sys.executable
-    env = {**os.environ, "PYTHONPATH": f"{HERE / 'peers'}{os.pathsep}{REPO}",
-           **({"TENFOLD_KERNELS": "0"} if name.endswith("no-kernels") else {})}
-    result = subprocess.run([python, str(HERE / "peers" / script), str(split), str(epochs), str(batch), device],
-                            capture_output=True, text=True, env=env, timeout=3600)
+    kernels = {"tenfold-no-kernels": "0", "tenfold-fused": "1"}.get(name)
+    env = {**os.environ, "PYTHONPATH": f"{HERE / 'peers'}{os.pathsep}{REPO}", **ISA_ENV[isa],
+           **({"TENFOLD_KERNELS": kernels} if kernels else {})}
+    busy = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(load)]
+    try:
+        result = subprocess.run([python, str(HERE / "peers" / script), str(split), str(epochs), str(batch), device],
+                                capture_output=True, text=True, env=env, timeout=3600)
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
     if result.returncode != 0:
         raise SystemExit(f"peer {name} failed:\n{result.stderr[-2000:]}")
     return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
@@ -90,6 +107,15 @@ def matmul_gflops(dtype: torch.dtype, device: str, n: int = 2048, seconds: float
         if device.startswith("cuda"):
             torch.cuda.synchronize()
     return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def measured_gflops(device: str, isa: str) -> dict[str, float]:
+    """Matmul GFLOP/s in fp32 and bf16, in a process with the peers' ISA cap (MKL reads it when it loads)."""
+    code = ("import json, torch, lenet; print(json.dumps({k: lenet.matmul_gflops(getattr(torch, t), %r) "
+            "for k, t in [('fp32', 'float32'), ('bf16', 'bfloat16')]}))" % device)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, **ISA_ENV[isa], "PYTHONPATH": f"{HERE}{os.pathsep}{REPO}"})
+    return json.loads(out.stdout.splitlines()[-1])
 
 
 def training_flops_per_image() -> float:
@@ -123,12 +149,17 @@ def versions(peers: list[str]) -> str:
     return ", ".join(parts)
 
 
-def machine(device: str) -> str:
+def machine(device: str, isa: str = "native") -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(device)
+    from tenfold.kernels.build import cpu_signature, native_isa
     model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                  platform.processor())
-    return f"{model}, {os.cpu_count()} cores, no GPU used"
+    flags = set(cpu_signature().split())
+    units = ", ".join(u for u, f in [("AVX-512", "avx512f"), ("AVX512-BF16", "avx512_bf16"), ("AMX", "amx_bf16"),
+                                      ("AVX2", "avx2"), ("FMA", "fma")] if f in flags)
+    used = "" if isa == "native" else f", capped at {isa.upper()} for every peer (emulating an AVX2 + FMA CPU)"
+    return f"{model} ({units}; tenfold's kernels: {native_isa(' '.join(flags))}{used}), {os.cpu_count()} cores, no GPU used"
 
 
 def summarise(runs: dict[str, list[list[dict]]], epochs: int) -> dict[str, dict]:
@@ -146,9 +177,10 @@ def summarise(runs: dict[str, list[list[dict]]], epochs: int) -> dict[str, dict]
 def table(rows: dict, flops_epoch: float, gflops: dict, args, n_train: int) -> str:
     base = rows.get("tenfold", {}).get("median_epoch_s")
     lines = [f"Command: `python benchmarks/lenet.py {' '.join(sys.argv[1:])}`".replace(" `", " `").strip(),
-             f"Machine: {machine(args.device)}; {versions(list(rows))}",
+             f"Machine: {machine(args.device, args.isa)}; {versions(list(rows))}",
              f"Date: {datetime.date.today()}; {args.rounds} round(s) x {args.epochs} epochs per peer, "
-             f"{n_train} training images; times are medians of epochs {min(2, args.epochs)}-{args.epochs}", "",
+             f"{n_train} training images; times are medians of epochs {min(2, args.epochs)}-{args.epochs}"
+             + (f"; {args.load} busy single-threaded process(es) beside each peer" if args.load else ""), "",
              "| peer | batch | epoch (s) | images/s | val. accuracy | tenfold speed-up |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in rows.items():
@@ -158,7 +190,7 @@ def table(rows: dict, flops_epoch: float, gflops: dict, args, n_train: int) -> s
                      f"{r['val_accuracy']:.2%} | {ratio} |")
     floor = flops_epoch / (gflops["fp32"] * 1e9)
     lines += ["", f"Model: {flops_epoch / n_train / 1e6:.2f} MFLOP per training image, {flops_epoch / 1e9:.0f} GFLOP "
-                  f"per epoch. Matmul on this device: fp32 {gflops['fp32']:.0f} GFLOP/s, bf16 {gflops['bf16']:.0f} "
+                  f"per epoch. Matmul on this device: fp32 {gflops['fp32']:.0f} GFLOP/s, bf16 {gflops['bf16']:.1f} "
                   f"GFLOP/s: the fp32 floor is {floor:.2f} s per epoch"
                   + (f"; tenfold runs at {floor / base:.0%} of it." if base else ".")]
     return "\n".join(lines)
@@ -168,7 +200,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=str(SHARED), help="the CIFAR-10 copy to split (default: the shared one)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--peers", default="tenfold,tenfold-no-kernels,tutorial,keras128,keras256")
+    p.add_argument("--peers", default="tenfold,tenfold-fused,tenfold-no-kernels,tutorial,keras128,keras256")
+    p.add_argument("--isa", choices=list(ISA_ENV), default="native",
+                   help="avx2: cap PyTorch, oneDNN, MKL and tenfold's kernels at AVX2 + FMA (on an AVX-512 CPU)")
+    p.add_argument("--load", type=int, default=0, help="busy single-threaded processes beside each peer")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--dry", action="store_true", help="synthetic data, 2 epochs, 1 round: checks the harness")
@@ -187,9 +222,9 @@ def main() -> None:
         for r in range(args.rounds):
             for name in peers:  # alternate: every round runs each peer once, in turn
                 print(f"round {r + 1}/{args.rounds}: {name} ...", file=sys.stderr, flush=True)
-                runs[name].append(run_peer(name, split, args.epochs, args.device))
+                runs[name].append(run_peer(name, split, args.epochs, args.device, args.isa, args.load))
     rows = summarise(runs, args.epochs)
-    gflops = {"fp32": matmul_gflops(torch.float32, args.device), "bf16": matmul_gflops(torch.bfloat16, args.device)}
+    gflops = measured_gflops(args.device, args.isa)
     flops_epoch = training_flops_per_image() * n_train
     print(table(rows, flops_epoch, gflops, args, n_train))
     if args.json:

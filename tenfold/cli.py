@@ -49,6 +49,8 @@ def add_train(sub) -> None:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the model for training (a one-off compile first; for GPUs)")
     p.add_argument("--tta", type=int, choices=[0, 1, 2], help="test-time views: 0, 1 (+ mirror) or 2 (6 views)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads (default: the cores this process may use, "
+                                                        "from its affinity and cgroup quota)")
     p.add_argument("--out", help="run directory (default runs/MODEL-DATE-TIME)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run after its last finished epoch")
     p.add_argument("--quiet", action="store_true", help="no epoch lines or progress bar")
@@ -118,11 +120,19 @@ def cmd_presets(args) -> int:
     from tenfold.presets import PRESETS
     rows = [{"name": p.name, "model": p.settings.get("model"), "epochs": p.settings.get("epochs", 10),
              "description": p.description, "expected": p.expected} for p in PRESETS.values()]
+    if args.measure:
+        from tenfold.training import estimate
+        if not all(estimate.is_cached(r["name"]) for r in rows) and not args.json:
+            print("tenfold: timing each preset's training step on this machine (once; cached)...", file=sys.stderr)
+        for r in rows:
+            e = estimate.estimate(r["name"])
+            r.update({"estimate_s": round(e.seconds), "estimate": e.describe()})
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         for r in rows:
-            print(f"{r['name']:<11} {r['model']:<13} {r['epochs']:>3} epochs  {r['description']}\n{'':<11} {r['expected']}")
+            print(f"{r['name']:<11} {r['model']:<13} {r['epochs']:>3} epochs  {r['description']}\n{'':<11} {r['expected']}"
+                  + (f"\n{'':<11} {r['estimate']}, CIFAR-10 sized" if "estimate" in r else ""))
     return 0
 
 
@@ -226,6 +236,8 @@ def make_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the registered models")
     pr = sub.add_parser("presets", help="list the presets for --preset, with their expected accuracy and time")
     pr.add_argument("--json", action="store_true", help="print them as JSON")
+    pr.add_argument("--measure", action=argparse.BooleanOptionalAction, default=True,
+                    help="estimate each preset's time on this machine from a few measured steps (default; cached)")
     return parser
 
 

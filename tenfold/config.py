@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from tenfold.errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # arithmetic of the forward pass; see training.device
-RESUME_SETTINGS = ("epochs", "device", "precision", "compile")  # what a resume may change: how, not what, it trains
+RESUME_SETTINGS = ("epochs", "device", "precision", "compile", "threads")  # what a resume may change: how, not what, it trains
 
 
 @dataclass
@@ -37,6 +37,7 @@ class TrainConfig:
                                   # training.device.resolve_precision; fp16 adds loss scaling)
     compile: bool = False         # torch.compile the model for training (GPUs; it did not pay on 2 CPU cores)
     tta: int = 0                  # test-time views: 0 the image, 1 + its mirror, 2 + both shifted a pixel (6 views)
+    threads: int | None = None    # CPU threads per process; None: the cores it may use (affinity, cgroup quota)
 
     def validate(self) -> "TrainConfig":
         checks = [
@@ -57,6 +58,7 @@ class TrainConfig:
             (0 <= self.translate <= 16, f"--translate must be between 0 and 16 pixels, got {self.translate}"),
             (self.precision in PRECISIONS, f"--precision must be {', '.join(PRECISIONS)}, got {self.precision}"),
             (self.tta in (0, 1, 2), f"--tta must be 0, 1 or 2, got {self.tta}"),
+            (self.threads is None or 1 <= self.threads <= 1024, f"--threads must be at least 1, got {self.threads}"),
         ]
         for ok, message in checks:
             if not ok:

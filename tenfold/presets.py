@@ -32,14 +32,15 @@ class Preset:
 
 PRESETS = {p.name: p for p in [
     Preset("lenet5", "the seed's LeNet-5 with Adam, as in the original project",
-           "about 62 % after 5 epochs; 2 s per epoch on 2 CPU cores", {"model": "lenet5"}),
+           "about 62 % after 5 epochs; 2 s per epoch on 2 AVX-512 CPU cores", {"model": "lenet5"}),
     Preset("fast", "airbench94-class net (widths 64/256/256), for GPUs",
            "airbench94's recipe: about 94 % in 10 epochs (not yet timed on a GPU here)",
            fast_recipe("airnet94", 10, 1024)),
     Preset("fast-small", "the same net for 9 epochs: sized for a few CPU cores",
-           "about 90.5 % (with TTA) in 8.5 minutes on 2 CPU cores", fast_recipe("airnet94", 9, 1024)),
+           "about 90.5 % (with TTA); 8.5 minutes on 2 CPU cores with bf16 units", fast_recipe("airnet94", 9, 1024)),
     Preset("fast-tiny", "widths 32/64/128: the quickest to 85 % on a CPU",
-           "about 86 % (86.5 % with TTA) in 3.2 minutes on 2 CPU cores", fast_recipe("airnet_tiny", 10, 1024)),
+           "about 86 % (86.5 % with TTA); 3.2 minutes on 2 CPU cores with bf16 units",
+           fast_recipe("airnet_tiny", 10, 1024)),
 ]}
 
 

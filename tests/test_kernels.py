@@ -17,6 +17,14 @@ def reference(x, w, b):
     return F.relu(F.max_pool2d(F.conv2d(x, w, b, padding=w.shape[-1] // 2), 2))
 
 
+@pytest.fixture(params=build.available_isas())
+def isa(request, monkeypatch):
+    """Each build this CPU can run: AVX-512 (16 floats a register), AVX2 (8) and the 128-bit one (4)."""
+    monkeypatch.setenv("TENFOLD_CPU_ISA", request.param)
+    assert build.load_library().isa == request.param
+    return request.param
+
+
 @pytest.mark.parametrize("cin,cout,k,h,w,input_grad", [
     (3, 6, 5, 32, 32, False),   # LeNet's first layer
     (6, 16, 5, 16, 16, True),   # LeNet's second layer
@@ -25,8 +33,11 @@ def reference(x, w, b):
     (1, 3, 1, 6, 10, True),
     (4, 12, 7, 14, 18, True),   # a kernel size with no specialised copy
     (16, 8, 5, 8, 8, True),     # patch rows too long for the sparse weight gradient: the dense one
+    (6, 16, 5, 48, 40, True),   # several register blocks of two vectors, then one, then leftover columns
+    (12, 5, 3, 10, 70, True),   # a sparse gradient taken in row groups on 8- and 4-float builds
+    (7, 2, 5, 8, 8, False),     # k * cin = 35: more vectors per patch row than the 16-float build needs
 ])
-def test_matches_pytorch_forward_and_backward(cin, cout, k, h, w, input_grad):
+def test_matches_pytorch_forward_and_backward(cin, cout, k, h, w, input_grad, isa):
     torch.manual_seed(0)
     x = torch.randn(9, cin, h, w).contiguous(memory_format=torch.channels_last).requires_grad_(input_grad)
     weight = (torch.randn(cout, cin, k, k) * 0.3).requires_grad_()
@@ -40,7 +51,7 @@ def test_matches_pytorch_forward_and_backward(cin, cout, k, h, w, input_grad):
         torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-4 * theirs.abs().max().item())
 
 
-def test_ties_send_the_gradient_where_pytorch_does():
+def test_ties_send_the_gradient_where_pytorch_does(isa):
     x = torch.zeros(2, 1, 4, 4).contiguous(memory_format=torch.channels_last).requires_grad_()
     weight = torch.ones(2, 1, 3, 3, requires_grad=True)
     bias = torch.tensor([1.0, -1.0], requires_grad=True)  # the second channel is all zero after the ReLU
@@ -51,7 +62,7 @@ def test_ties_send_the_gradient_where_pytorch_does():
         torch.testing.assert_close(a, b)
 
 
-def test_same_result_on_every_run():
+def test_same_result_on_every_run(isa):
     torch.manual_seed(0)
     x = torch.randn(64, 6, 16, 16).contiguous(memory_format=torch.channels_last).requires_grad_()
     weight, bias = torch.randn(16, 6, 5, 5, requires_grad=True), torch.randn(16, requires_grad=True)
@@ -105,6 +116,18 @@ def test_no_compiler_means_pytorchs_ops_and_one_warning(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:2] == ["False", "torch.Size([2, 10])"]
     assert result.stderr.count("warning: tenfold's CPU kernels are unavailable") == 1
+
+
+def test_kernel_isa_follows_the_cpu_and_is_capped_on_request():
+    zen4 = "flags : fpu avx2 fma avx512f avx512bw avx512vl avx512_bf16"
+    zen3 = "flags : fpu avx2 fma"
+    assert build.kernel_isa(zen4, {}) == "avx512" and build.kernel_isa(zen3, {}) == "avx2"
+    assert build.kernel_isa("flags : fpu sse4_2", {}) == "generic"
+    assert build.kernel_isa(zen4, {"ATEN_CPU_CAPABILITY": "avx2"}) == "avx2"  # emulating an AVX2 machine
+    assert build.kernel_isa(zen4, {"TENFOLD_CPU_ISA": "generic"}) == "generic"
+    assert build.kernel_isa(zen3, {"TENFOLD_CPU_ISA": "avx512"}) == "avx2"    # never wider than the CPU
+    assert "-DTENFOLD_VL=8" in build.build_flags("avx2") and "-march=x86-64-v3" in build.build_flags("avx2")
+    assert build.library_path("avx2") != build.library_path("avx512")
 
 
 def test_switched_off_by_environment(tmp_path):

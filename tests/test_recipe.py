@@ -108,7 +108,7 @@ def pets(tmp_path):
 
 
 def test_presets_list_and_run_and_resume_to_the_same_weights(pets, tmp_path):
-    listed = run_cli("presets", "--json")
+    listed = run_cli("presets", "--json", "--no-measure")  # the estimates: test_estimate.py
     assert listed.returncode == 0
     names = [p["name"] for p in json.loads(listed.stdout)]
     assert {"lenet5", "fast", "fast-small", "fast-tiny"} <= set(names)

@@ -3,7 +3,7 @@ from common import args, load_split, report
 from tenfold.config import TrainConfig
 from tenfold.data import ImageSet, Splits
 from tenfold.training import Callback
-from tenfold.training.run import build, loaders
+from tenfold.training.run import build, loaders, thread_callbacks
 from tenfold.training import fit
 
 CLASSES = [str(i) for i in range(10)]
@@ -24,7 +24,7 @@ def main():
     config = TrainConfig(epochs=epochs, device=device, **({"batch_size": batch} if batch else {}))
     run = build(config, quiet=True, data=data)
     train_loader, val_loader = loaders(run, config.batch_size)
-    fit(run.model, run.optimizer, train_loader, val_loader, epochs, [Report(len(ty))])
+    fit(run.model, run.optimizer, train_loader, val_loader, epochs, [*thread_callbacks(run), Report(len(ty))])
 
 
 if __name__ == "__main__":

@@ -17,6 +17,23 @@
 #include <string.h>
 #include <omp.h>
 
+/* The vector width in floats, chosen at build time from the CPU's ISA (tenfold/kernels/build.py): 16 for AVX-512
+ * (32 zmm registers), 8 for AVX2 (16 ymm registers), 4 elsewhere (SSE, NEON). The register blocks below are sized
+ * from it: ACC accumulators at most, leaving room for the loaded inputs and a broadcast weight. */
+#ifndef TENFOLD_VL
+#define TENFOLD_VL 16
+#endif
+#define VL TENFOLD_VL
+#if VL == 16
+#define ACC 24       /* of 32 zmm */
+#define CONV_CO 8    /* output channels per forward block: CONV_CO x 2 column vectors of accumulators */
+#define GRAD_CO 4    /* output channels per dense weight-gradient block: GRAD_CO x K accumulators */
+#else
+#define ACC 12       /* of 16 ymm (or xmm) */
+#define CONV_CO 6
+#define GRAD_CO 2
+#endif
+
 typedef struct { int h, w, cin, cout, k; } shape_t;
 
 /* planes[ci][y][x] = x[n][y - p][x - p][ci], zero outside: a padded, planar copy of one image */
@@ -29,9 +46,9 @@ static void pad_planes(const float *img, float *planes, const shape_t *s) {
                 planes[((size_t)ci * ph + y + p) * pw + x + p] = img[((size_t)y * s->w + x) * s->cin + ci];
 }
 
-typedef float v16 __attribute__((vector_size(64)));  /* 16 floats: one AVX-512 register, or two AVX ones */
+typedef float vf __attribute__((vector_size(VL * sizeof(float))));  /* one register of VL floats */
 
-static inline v16 load16(const float *p) { v16 v; memcpy(&v, p, sizeof v); return v; }
+static inline vf loadv(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
 
 /* CALL(n) with n a constant from 1 to 8: one register-blocked, fully unrolled copy per channel count */
 #define BY_COUNT(n, CALL) \
@@ -40,34 +57,46 @@ static inline v16 load16(const float *p) { v16 v; memcpy(&v, p, sizeof v); retur
         case 5: CALL(5); break; case 6: CALL(6); break; case 7: CALL(7); break; default: CALL(8); break; \
     }
 
-/* acc[co][x0..x0+15] for output row y, all CO output channels at once in registers: each input vector is
- * loaded once per tap and multiplied by CO broadcast weights (CO is a constant in each inlined copy). */
+/* acc[co][x0 .. x0 + XC*VL) for output row y, CO output channels at once in registers: each tap loads XC input
+ * vectors once and meets CO broadcast weights, each broadcast feeding XC multiply-adds (CO, XC constants in each
+ * inlined copy, CO * XC <= ACC). */
 static inline __attribute__((always_inline)) void conv_chunk(const float *planes, const float *wt, float *acc,
-                                                            int y, int x0, int co0, const shape_t *s, const int CO) {
+                                                            int y, int x0, int co0, const shape_t *s, const int CO,
+                                                            const int XC) {
     int p = s->k / 2, ph = s->h + 2 * p, pw = s->w + 2 * p, k = s->k, taps = s->cin * k * k;
-    v16 a[8];
-    for (int co = 0; co < CO; co++) a[co] = (v16){0};
+    vf a[2][8];
+    for (int c = 0; c < XC; c++)
+        for (int co = 0; co < CO; co++) a[c][co] = (vf){0};
     for (int ci = 0; ci < s->cin; ci++)
         for (int ky = 0; ky < k; ky++) {
             const float *src = planes + ((size_t)ci * ph + y + ky) * pw + x0;
             const float *wrow = wt + (size_t)co0 * taps + ((size_t)ci * k + ky) * k;
             for (int kx = 0; kx < k; kx++) {
-                v16 v = load16(src + kx);
-                for (int co = 0; co < CO; co++) a[co] += wrow[(size_t)co * taps + kx] * v;
+                vf v[2];
+                for (int c = 0; c < XC; c++) v[c] = loadv(src + kx + c * VL);
+                for (int co = 0; co < CO; co++) {
+                    float wv = wrow[(size_t)co * taps + kx];
+                    for (int c = 0; c < XC; c++) a[c][co] += wv * v[c];
+                }
             }
         }
-    for (int co = 0; co < CO; co++) memcpy(acc + (size_t)(co0 + co) * s->w + x0, &a[co], sizeof(v16));
+    for (int c = 0; c < XC; c++)
+        for (int co = 0; co < CO; co++) memcpy(acc + (size_t)(co0 + co) * s->w + x0 + c * VL, &a[c][co], sizeof(vf));
 }
 
 /* acc[co][x] = sum over ci, ky, kx of weight * planes, for output row y */
 static void conv_row(const float *planes, const float *wt, float *acc, int y, const shape_t *s) {
     int p = s->k / 2, ph = s->h + 2 * p, pw = s->w + 2 * p, w = s->w, k = s->k;
     int x0 = 0;
-    for (; x0 + 16 <= w; x0 += 16)
-        for (int co0 = 0; co0 < s->cout; co0 += 8)
-        {
-            #define CONV_CHUNK(CO) conv_chunk(planes, wt, acc, y, x0, co0, s, CO)
-            BY_COUNT(s->cout - co0 < 8 ? s->cout - co0 : 8, CONV_CHUNK)
+    for (; x0 + 2 * VL <= w; x0 += 2 * VL)
+        for (int co0 = 0; co0 < s->cout; co0 += CONV_CO) {
+            #define CONV_CHUNK2(CO) conv_chunk(planes, wt, acc, y, x0, co0, s, CO, 2)
+            BY_COUNT(s->cout - co0 < CONV_CO ? s->cout - co0 : CONV_CO, CONV_CHUNK2)
+        }
+    for (; x0 + VL <= w; x0 += VL)
+        for (int co0 = 0; co0 < s->cout; co0 += CONV_CO) {
+            #define CONV_CHUNK1(CO) conv_chunk(planes, wt, acc, y, x0, co0, s, CO, 1)
+            BY_COUNT(s->cout - co0 < CONV_CO ? s->cout - co0 : CONV_CO, CONV_CHUNK1)
         }
     if (x0 == w) return;
     for (int co = 0; co < s->cout; co++) {  /* the columns left over: plain loops */
@@ -127,9 +156,9 @@ int conv_pool_relu_forward(const float *x, const float *wt, const float *bias, f
     return failed ? -1 : 0;
 }
 
-static inline float hsum(v16 v) {
+static inline float hsum(vf v) {
     float t = 0.0f;
-    for (int i = 0; i < 16; i++) t += v[i];
+    for (int i = 0; i < VL; i++) t += v[i];
     return t;
 }
 
@@ -139,15 +168,15 @@ static inline __attribute__((always_inline)) void grad_tap(const float *g, const
                                                           int ky, int kx, const shape_t *s, const int CO) {
     int p = s->k / 2, ph = s->h + 2 * p, pw = s->w + 2 * p, h = s->h, w = s->w;
     size_t taps = (size_t)s->cin * s->k * s->k, tap = ((size_t)ci * s->k + ky) * s->k + kx;
-    v16 a[8];
+    vf a[8];
     float tail[8] = {0};
-    for (int co = 0; co < CO; co++) a[co] = (v16){0};
+    for (int co = 0; co < CO; co++) a[co] = (vf){0};
     for (int y = 0; y < h; y++) {
         const float *src = planes + ((size_t)ci * ph + y + ky) * pw + kx;
         int x0 = 0;
-        for (; x0 + 16 <= w; x0 += 16) {
-            v16 v = load16(src + x0);
-            for (int co = 0; co < CO; co++) a[co] += load16(g + ((size_t)co * h + y) * w + x0) * v;
+        for (; x0 + VL <= w; x0 += VL) {
+            vf v = loadv(src + x0);
+            for (int co = 0; co < CO; co++) a[co] += loadv(g + ((size_t)co * h + y) * w + x0) * v;
         }
         for (int x = x0; x < w; x++)
             for (int co = 0; co < CO; co++) tail[co] += g[((size_t)co * h + y) * w + x] * src[x];
@@ -155,25 +184,25 @@ static inline __attribute__((always_inline)) void grad_tap(const float *g, const
     for (int co = 0; co < CO; co++) dw[co * taps + tap] += hsum(a[co]) + tail[co];
 }
 
-/* For kernel width K and CO <= 4 channels: dw[co][ci][ky][kx] for all kx at once. Per row chunk, K shifted input
- * vectors and CO gradient vectors are loaded once and meet in CO*K register accumulators (at most 28). The
- * accumulators live on across images in dwv (16 lanes per tap), summed across lanes once at the end. */
-static inline __attribute__((always_inline)) void grad_block(const float *g, const float *planes, float *dw, v16 *dwv,
+/* For kernel width K and CO <= GRAD_CO channels: dw[co][ci][ky][kx] for all kx at once. Per row chunk, K shifted
+ * input vectors and CO gradient vectors are loaded once and meet in CO*K register accumulators. The accumulators
+ * live on across images in dwv (VL lanes per tap), summed across lanes once at the end. */
+static inline __attribute__((always_inline)) void grad_block(const float *g, const float *planes, float *dw, vf *dwv,
                                                             int ci, int ky, int co0, const shape_t *s, const int CO,
                                                             const int K) {
     int p = K / 2, ph = s->h + 2 * p, pw = s->w + 2 * p, h = s->h, w = s->w;
     size_t taps = (size_t)s->cin * K * K, base = ((size_t)ci * K + ky) * K;
-    v16 a[4][7];
+    vf a[GRAD_CO][7];
     for (int co = 0; co < CO; co++)
         for (int kx = 0; kx < K; kx++) a[co][kx] = dwv[(size_t)(co0 + co) * taps + base + kx];
     for (int y = 0; y < h; y++) {
         const float *src = planes + ((size_t)ci * ph + y + ky) * pw;
         int x0 = 0;
-        for (; x0 + 16 <= w; x0 += 16) {
-            v16 v[7];
-            for (int kx = 0; kx < K; kx++) v[kx] = load16(src + x0 + kx);
+        for (; x0 + VL <= w; x0 += VL) {
+            vf v[7];
+            for (int kx = 0; kx < K; kx++) v[kx] = loadv(src + x0 + kx);
             for (int co = 0; co < CO; co++) {
-                v16 gv = load16(g + ((size_t)(co0 + co) * h + y) * w + x0);
+                vf gv = loadv(g + ((size_t)(co0 + co) * h + y) * w + x0);
                 for (int kx = 0; kx < K; kx++) a[co][kx] += gv * v[kx];
             }
         }
@@ -189,12 +218,12 @@ static inline __attribute__((always_inline)) void grad_block(const float *g, con
 #define GRAD_BLOCKS(K) \
     for (int ci = 0; ci < s->cin; ci++) \
         for (int ky = 0; ky < K; ky++) \
-            for (int co0 = 0; co0 < s->cout; co0 += 4) \
-                switch (s->cout - co0 < 4 ? s->cout - co0 : 4) { \
+            for (int co0 = 0; co0 < s->cout; co0 += GRAD_CO) \
+                switch (s->cout - co0 < GRAD_CO ? s->cout - co0 : GRAD_CO) { \
                     case 1: grad_block(g, planes, dw, dwv, ci, ky, co0, s, 1, K); break; \
                     case 2: grad_block(g, planes, dw, dwv, ci, ky, co0, s, 2, K); break; \
-                    case 3: grad_block(g, planes, dw, dwv, ci, ky, co0, s, 3, K); break; \
-                    default: grad_block(g, planes, dw, dwv, ci, ky, co0, s, 4, K); break; \
+                    case 3: grad_block(g, planes, dw, dwv, ci, ky, co0, s, 3 < GRAD_CO ? 3 : GRAD_CO, K); break; \
+                    default: grad_block(g, planes, dw, dwv, ci, ky, co0, s, GRAD_CO, K); break; \
                 }
 
 /* the general case (any kernel size): all taps, CO <= 8 channels at a time */
@@ -210,7 +239,7 @@ static void grad_taps(const float *g, const float *planes, float *dw, const shap
 }
 
 /* dw (or its lane-wise twin dwv, for k = 3 or 5) += the correlation of g with the padded input, for every tap */
-static void weight_grad(const float *g, const float *planes, float *dw, v16 *dwv, const shape_t *s) {
+static void weight_grad(const float *g, const float *planes, float *dw, vf *dwv, const shape_t *s) {
     if (s->k == 5) { GRAD_BLOCKS(5) return; }
     if (s->k == 3) { GRAD_BLOCKS(3) return; }
     for (int co0 = 0; co0 < s->cout; co0 += 8)
@@ -233,44 +262,51 @@ static void input_grad(const float *g, float *gpad, float *rows, const float *wt
     }
 }
 
-/* ---- the sparse weight gradient: for kernel K in {3, 5} and a patch row of K * cin <= 64 floats -------------
+/* ---- the sparse weight gradient: for kernel K in {3, 5} and a patch row of K * cin <= 8 * VL floats ------------
  * Only one pixel in four (the pool's winner) carries gradient, so the weight gradient is a sum over those pixels
  * alone. With the input padded in NHWC, the patch under pixel (y, x) is K rows of L = K * cin contiguous floats:
- * each row is V = ceil(L / 16) vectors, and lanes map to (kx, ci). The gradient for channel co is then K * V
- * register accumulators, each winner adding g times its patch. Lanes past L carry junk and are never read. */
+ * each row is V = ceil(L / VL) vectors, and lanes map to (kx, ci). The gradient for channel co is then K * V
+ * register accumulators, each winner adding g times its patch; where K * V exceeds the registers (ACC), the rows
+ * are taken KB at a time, one pass over the winners each. Lanes past L carry junk and are never read. */
 static inline __attribute__((always_inline)) void sparse_wgrad(const float *xp, const float *gi, const float *oi,
-                                                              const unsigned char *ai, v16 *dwt, const shape_t *s,
+                                                              const unsigned char *ai, vf *dwt, const shape_t *s,
                                                               const int K, const int V) {
     int p = K / 2, pwc = (s->w + 2 * p) * s->cin, ho = s->h / 2, wo = s->w / 2, cout = s->cout;
-    for (int co = 0; co < cout; co++) {
-        v16 a[20];
-        for (int j = 0; j < K * V; j++) a[j] = dwt[(size_t)co * K * V + j];
-        for (int q = 0; q < ho * wo; q++) {
-            size_t o = (size_t)q * cout + co;
-            if (oi[o] <= 0.0f) continue;  /* the ReLU stopped it */
-            float g = gi[o];
-            int y = 2 * (q / wo) + (ai[o] >> 1), x = 2 * (q % wo) + (ai[o] & 1);
-            const float *base = xp + (size_t)y * pwc + (size_t)x * s->cin;
-            for (int ky = 0; ky < K; ky++)
-                for (int v = 0; v < V; v++) a[ky * V + v] += g * load16(base + (size_t)ky * pwc + 16 * v);
+    const int KB = ACC / V < K ? (ACC / V > 0 ? ACC / V : 1) : K;  /* rows per pass: KB * V accumulators */
+    for (int co = 0; co < cout; co++)
+        for (int ky0 = 0; ky0 < K; ky0 += KB) {
+            const int rows = K - ky0 < KB ? K - ky0 : KB;
+            vf a[ACC];
+            vf *d = dwt + ((size_t)co * K + ky0) * V;
+            for (int j = 0; j < rows * V; j++) a[j] = d[j];
+            for (int q = 0; q < ho * wo; q++) {
+                size_t o = (size_t)q * cout + co;
+                if (oi[o] <= 0.0f) continue;  /* the ReLU stopped it */
+                float g = gi[o];
+                int y = 2 * (q / wo) + (ai[o] >> 1), x = 2 * (q % wo) + (ai[o] & 1);
+                const float *base = xp + (size_t)(y + ky0) * pwc + (size_t)x * s->cin;
+                for (int ky = 0; ky < rows; ky++)
+                    for (int v = 0; v < V; v++) a[ky * V + v] += g * loadv(base + (size_t)ky * pwc + VL * v);
+            }
+            for (int j = 0; j < rows * V; j++) d[j] = a[j];
         }
-        for (int j = 0; j < K * V; j++) dwt[(size_t)co * K * V + j] = a[j];
-    }
 }
 
 #define SPARSE_CASES(CALL) \
-    switch (s->k * 10 + (s->k * s->cin + 15) / 16) { \
+    switch (s->k * 10 + (s->k * s->cin + VL - 1) / VL) { \
         case 31: CALL(3, 1); break; case 32: CALL(3, 2); break; case 33: CALL(3, 3); break; case 34: CALL(3, 4); break; \
+        case 35: CALL(3, 5); break; case 36: CALL(3, 6); break; case 37: CALL(3, 7); break; case 38: CALL(3, 8); break; \
         case 51: CALL(5, 1); break; case 52: CALL(5, 2); break; case 53: CALL(5, 3); break; case 54: CALL(5, 4); break; \
+        case 55: CALL(5, 5); break; case 56: CALL(5, 6); break; case 57: CALL(5, 7); break; case 58: CALL(5, 8); break; \
     }
 
-static int sparse_applies(const shape_t *s) { return (s->k == 3 || s->k == 5) && s->k * s->cin <= 64; }
+static int sparse_applies(const shape_t *s) { return (s->k == 3 || s->k == 5) && s->k * s->cin <= 8 * VL && s->k * s->cin <= 64; }
 
-/* one image's weight gradient, from a padded copy of its input (NHWC, 16 floats of slack) */
+/* one image's weight gradient, from a padded copy of its input (NHWC, VL floats of slack) */
 static void sparse_image(const float *xi, const float *gi, const float *oi, const unsigned char *ai, float *xp,
-                         v16 *dwt, const shape_t *s) {
+                         vf *dwt, const shape_t *s) {
     int p = s->k / 2, pw = s->w + 2 * p, ph = s->h + 2 * p, cin = s->cin;
-    memset(xp, 0, sizeof(float) * ((size_t)ph * pw * cin + 16));
+    memset(xp, 0, sizeof(float) * ((size_t)ph * pw * cin + VL));
     for (int y = 0; y < s->h; y++)
         memcpy(xp + ((size_t)(y + p) * pw + p) * cin, xi + (size_t)y * s->w * cin, sizeof(float) * s->w * cin);
     #define WGRAD(K, V) sparse_wgrad(xp, gi, oi, ai, dwt, s, K, V)
@@ -282,13 +318,13 @@ static size_t planes_size(const shape_t *s);
 
 static int sparse_backward(const float *x, const float *gout, const float *out, const unsigned char *arg,
                            const float *wt_t, float *dx, float *dw, float *db, int n, const shape_t *s) {
-    int k = s->k, cin = s->cin, cout = s->cout, V = (k * cin + 15) / 16, teams = omp_get_max_threads(), failed = 0;
+    int k = s->k, cin = s->cin, cout = s->cout, V = (k * cin + VL - 1) / VL, teams = omp_get_max_threads(), failed = 0;
     int ho = s->h / 2, wo = s->w / 2, p = k / 2;
-    size_t per = (size_t)cout * k * V, padded = (size_t)(s->h + 2 * p) * (s->w + 2 * p) * cin + 16;
-    v16 *dwt = aligned_alloc(64, sizeof(v16) * per * teams);   /* each thread's weight gradient, [co][ky][kx*cin+ci] */
+    size_t per = (size_t)cout * k * V, padded = (size_t)(s->h + 2 * p) * (s->w + 2 * p) * cin + VL;
+    vf *dwt = aligned_alloc(sizeof(vf), sizeof(vf) * per * teams);   /* each thread's weight gradient, [co][ky][kx*cin+ci] */
     float *dbt = calloc((size_t)teams * cout, sizeof(float));
     if (!dwt || !dbt) { free(dwt); free(dbt); return -1; }
-    memset(dwt, 0, sizeof(v16) * per * teams);
+    memset(dwt, 0, sizeof(vf) * per * teams);
     #pragma omp parallel num_threads(teams) reduction(|:failed)
     {
         int me = omp_get_thread_num();
@@ -328,7 +364,7 @@ static int sparse_backward(const float *x, const float *gout, const float *out, 
             for (int ci = 0; ci < cin; ci++)
                 for (int ky = 0; ky < k; ky++)
                     for (int kx = 0; kx < k; kx++)
-                        dw[(((size_t)co * cin + ci) * k + ky) * k + kx] += d[((size_t)co * k + ky) * V * 16 + kx * cin + ci];
+                        dw[(((size_t)co * cin + ci) * k + ky) * k + kx] += d[((size_t)co * k + ky) * V * VL + kx * cin + ci];
         }
     }
     free(dwt);
@@ -357,8 +393,8 @@ int conv_pool_relu_backward(const float *x, const float *gout, const float *out,
         float *planes = malloc(sizeof(float) * planes_size(&s));
         float *g = malloc(sizeof(float) * (size_t)cout * h * w);
         float *my_dw = partial + (size_t)omp_get_thread_num() * (nw + cout), *my_db = my_dw + nw;
-        v16 *dwv = aligned_alloc(64, sizeof(v16) * nw);
-        if (dwv) memset(dwv, 0, sizeof(v16) * nw);
+        vf *dwv = aligned_alloc(sizeof(vf), sizeof(vf) * nw);
+        if (dwv) memset(dwv, 0, sizeof(vf) * nw);
         float *gpad = dx ? malloc(sizeof(float) * planes_size(&t)) : NULL;
         float *rows = dx ? malloc(sizeof(float) * (size_t)cin * w) : NULL;
         failed = !planes || !g || !dwv || (dx && (!gpad || !rows));

@@ -66,12 +66,16 @@ def same_maxpool(ksize, strides) -> nn.Module:
 
 
 class ConvMaxPool(nn.Sequential):
-    """[conv, pool, relu]. On the CPU with a 2x2 pool, the three run as one fused kernel
-    (tenfold.kernels.fused), which gives the same numbers faster."""
+    """[conv, pool, relu]. On the CPU with a 2x2 pool, the three can run as one fused kernel
+    (tenfold.kernels.fused), which gives the same numbers; `fast_path` ("fused" or "pytorch") says which, as
+    measured for this machine and shape at the start of a run (tenfold.training.fastpath)."""
+
+    fast_path = "fused"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv, pool = self[0], self[1][-1]
-        if isinstance(conv, nn.Conv2d) and not isinstance(conv.weight, nn.parameter.UninitializedParameter):
+        if (self.fast_path == "fused" and isinstance(conv, nn.Conv2d)
+                and not isinstance(conv.weight, nn.parameter.UninitializedParameter)):
             from tenfold.kernels.fused import ConvPoolReLU, applies
             if applies(x, conv, pool):
                 return ConvPoolReLU.apply(x, conv.weight, conv.bias)

@@ -67,7 +67,8 @@ def describe(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (cuda)"
     if device.type == "cpu":
-        return f"CPU, {torch.get_num_threads()} threads"
+        n = torch.get_num_threads()
+        return f"CPU, {n} thread{'s' if n > 1 else ''}"
     return device.type
 
 

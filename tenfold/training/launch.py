@@ -46,7 +46,8 @@ def worker_env(workers: int, on_cpu: bool, errors: str) -> dict:
     """What the workers need besides the launcher's RANK/WORLD_SIZE/MASTER_ADDR; what the user set wins."""
     env = {ERRORS_ENV: errors}  # (gloo's loopback interface is set where workers join: distributed.join)
     if on_cpu:  # CPU workers share the cores instead of each starting a thread per core
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+        from tenfold.training.cpu import usable_cores
+        env["OMP_NUM_THREADS"] = str(max(1, usable_cores() // workers))
     return {k: v for k, v in env.items() if k not in os.environ}
 
 

@@ -15,10 +15,12 @@ from tenfold.errors import CheckpointError, ConfigError
 from tenfold.models import create_model
 from tenfold.training.callbacks import History, ProgressBar, SeedLogger
 from tenfold.training.checkpoint import CHECKPOINT, Checkpointer, load_checkpoint
-from tenfold.training import distributed
+from tenfold.training import cpu, distributed
 from tenfold.training.device import (cpu_has, describe, environment, pick_device, resolve_precision, rng_state,
                                      set_rng_state)
 from tenfold.training.distributed import Place
+from tenfold.training.fastpath import FastPath, choose
+from tenfold.kernels.build import kernel_isa
 from tenfold.training.fit import fit, grad_scaler
 from tenfold.training.recipe import Lookahead, LRSchedule
 
@@ -37,6 +39,8 @@ class Run:
     meta: dict                  # what the checkpoint carries besides the states
     precision: str = "fp32"     # config.precision resolved for this device: fp32, bf16 or fp16
     place: Place | None = None  # this worker's rank among several (None: a process on its own)
+    fast: FastPath | None = None  # the CPU fast path measured (or recalled) for this machine
+    busy: float | None = None   # cores other processes kept busy at the start (CPU runs)
 
 
 def default_run_dir(config: TrainConfig) -> Path:
@@ -69,6 +73,11 @@ def build(config: TrainConfig, quiet: bool = False, stats: tuple | None = None, 
     """Open the data (unless given), make the model and optimiser on the chosen device, seeded. A launched
     worker (`place`) takes its own GPU and joins the others first."""
     device = distributed.worker_device(config.device, place) if place else pick_device(config.device)
+    busy = None
+    if device.type == "cpu":  # other processes' load, sampled before our own threads start
+        busy = cpu.busy_cores() if place is None else None
+        cpu.start_threads(config.threads, busy)
+        cpu.keep_freed_memory()
     if place:
         distributed.join(place, device)
     data = data or open_dataset(config.data, config.val_split, config.image_size, quiet=quiet)
@@ -84,11 +93,19 @@ def build(config: TrainConfig, quiet: bool = False, stats: tuple | None = None, 
     model = model.to(device, memory_format=torch.channels_last)
     generator = torch.Generator().manual_seed(config.seed)
     precision = resolve_precision(config.precision, device)
+    fast = None
+    if device.type == "cpu":  # which kernels and arithmetic are fastest here, for this net at this batch
+        fast = choose(model, distributed.local_batch(config.batch_size, place.world if place else 1),
+                      data.train.shape, len(data.train.classes), precision,
+                      config.precision == "auto" and precision == "bf16")
+        precision = fast.precision or precision
     meta = {"config": config.to_dict(), "classes": data.train.classes, "image_shape": list(data.train.shape),
             "mean": mean, "std": std, "data_source": data.source,
             "num_train": len(data.train), "num_val": len(data.val) if data.val is not None else 0,
-            "environment": {**environment(device), "workers": place.world if place else 1, "precision": precision}}
-    return Run(config, device, data, model, make_optimizer(config, model), generator, meta, precision, place)
+            "environment": {**environment(device), "workers": place.world if place else 1, "precision": precision,
+                            **({"fast_path": fast.record(), "kernel_isa": kernel_isa()} if fast else {})}}
+    return Run(config, device, data, model, make_optimizer(config, model), generator, meta, precision, place,
+               fast, busy)
 
 
 def loaders(run: Run, batch_size: int) -> tuple[DeviceLoader, DeviceLoader | None]:
@@ -189,12 +206,13 @@ def train(config: TrainConfig | None = None, out: str | Path | None = None, resu
             writers.append(ProgressBar(train_loader.num_images, config.epochs, force=bool(progress)))
         if not quiet:
             writers.append(SeedLogger())
+        adapt = thread_callbacks(run)
         model = distributed.wrap(run.model, run.device, place) if place else run.model
         if config.compile:
             model = torch.compile(model)  # DDP first, then compile, as PyTorch's DDP notes advise
         try:
             history = fit(model, run.optimizer, train_loader, val_loader, config.epochs,
-                          [*recipe, *(writers if main else [])], start_epoch=start, history=History(rows, run_dir),
+                          [*recipe, *adapt, *(writers if main else [])], start_epoch=start, history=History(rows, run_dir),
                           label_smoothing=config.label_smoothing, precision=run.precision, tta=config.tta,
                           scaler=scaler)
         except Exception as e:
@@ -213,6 +231,13 @@ def train(config: TrainConfig | None = None, out: str | Path | None = None, resu
     return history
 
 
+def thread_callbacks(run: Run) -> list:
+    """On a CPU, unless the thread count is fixed: fewer threads while other processes keep cores busy."""
+    if run.device.type != "cpu" or run.place is not None or cpu.pinned_threads(run.config.threads) is not None:
+        return []
+    return [cpu.AdaptiveThreads(cpu.usable_cores())]
+
+
 def compile_error(e: Exception) -> ConfigError | None:
     """torch.compile's failures (no C++ compiler, no Triton, an unsupported op) as one line, else None."""
     if not type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
@@ -225,10 +250,15 @@ def announce(run: Run, run_dir: Path, start: int, place: Place | None) -> None:
     workers = f" x {place.world} workers" if place is not None and place.world > 1 else ""
     arithmetic = "" if run.precision == "fp32" else f", {run.precision} autocast"
     compiled = ", compiled" if run.config.compile else ""
-    print(f"tenfold: {run.config.model} on {describe(run.device)}{workers}{arithmetic}{compiled}; "
+    fast = f", fast path: {run.fast.summary()}" if run.fast and run.fast.choices else ""
+    print(f"tenfold: {run.config.model} on {describe(run.device)}{workers}{arithmetic}{compiled}{fast}; "
           f"{len(run.data.train)} training / "
           f"{len(run.data.val) if run.data.val is not None else 0} validation images, "
           f"{len(run.data.train.classes)} classes; run directory {run_dir}", file=sys.stderr)
+    note = (cpu.busy_note(torch.get_num_threads(), run.busy, cpu.usable_cores(),
+                          cpu.pinned_threads(run.config.threads) is None) if run.device.type == "cpu" else None)
+    if note:
+        print(note, file=sys.stderr)
     if run.device.type == "cpu" and run.precision != "fp32" and not cpu_has(run.precision):
         print(f"warning: this CPU has no {run.precision} units, so {run.precision} is emulated and far slower than fp32 "
               "(--precision auto picks what the hardware does best)", file=sys.stderr)

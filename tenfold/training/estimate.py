@@ -1,0 +1,135 @@
+"""How long a preset takes on this machine: a few measured training steps, scaled to the preset's whole run.
+
+A preset's time on the reference machine says little about a laptop without bf16 units (the fast presets ran 7x
+slower per epoch in fp32 on an AVX2 CPU than in bf16 on an AVX-512 one), so `tenfold presets` measures: the preset's
+own net, arithmetic, fast path and augmentation, on synthetic CIFAR-10-shaped batches of PROBE_BATCH images, then
+
+    seconds = STARTUP + epochs * (TRAIN_IMAGES * train_s + VAL_IMAGES * eval_s) + views * VAL_IMAGES * eval_s
+
+with train_s and eval_s the measured seconds per image of a training step and of a validation pass, and views the
+test-time augmentation's extra views on the last epoch. The measurement is cached per machine in
+`$TENFOLD_HOME/estimates.json` (as the fast path is): a second `tenfold presets` is instant.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from tenfold.fileio import atomic_write_text, tenfold_home
+
+CACHE = "estimates.json"
+TRAIN_IMAGES, VAL_IMAGES = 45_000, 5_000  # CIFAR-10 with tenfold's default 10 % validation split
+PROBE_BATCH = 256  # images per measured step: large enough for steady per-image throughput, small enough to be quick
+STARTUP = 3.0      # seconds: the cached dataset loaded, the model built, its fast path recalled
+TTA_VIEWS = {0: 0, 1: 2, 2: 6}
+
+
+@dataclass
+class Estimate:
+    seconds: float    # the whole run, CIFAR-10 sized
+    train_s: float    # per training image
+    eval_s: float     # per validation image and view
+    device: str       # as the start line says it
+    precision: str
+    measured: str     # date of the measurement
+
+    def describe(self) -> str:
+        return (f"here ({self.device}, {self.precision}): about {format_duration(self.seconds)} "
+                f"(measured {self.measured})")
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def synthetic(images: int, seed: int = 0):
+    from tenfold.data import ImageSet, Splits
+    rng = np.random.default_rng(seed)
+    classes = [str(i) for i in range(10)]
+    make = lambda n: ImageSet(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),  # noqa: E731
+                              np.arange(n, dtype=np.int64) % 10, classes)
+    return Splits(make(images), make(images), None, source="synthetic")
+
+
+def per_image(fn, images: int, repeats: int = 2) -> float:
+    """Median seconds per image of `fn` (which handles `images` images), after one untimed call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) / images
+
+
+def measure(config, batch: int = PROBE_BATCH) -> Estimate:
+    """Time `config`'s training step (the batch's gathering and augmentation included) and validation pass."""
+    from tenfold.training.device import describe
+    from tenfold.training.fit import evaluate, grad_scaler, train_step
+    from tenfold.training.run import build, loaders
+    config = config.updated(batch_size=batch)
+    run = build(config, quiet=True, data=synthetic(batch))
+    train_loader, val_loader = loaders(run, batch)
+    scaler = grad_scaler(run.device, run.precision)
+
+    def step():
+        for x, y in train_loader:
+            train_step(run.model, run.optimizer, x, y, scaler, run.precision, config.label_smoothing)
+        if run.device.type == "cuda":
+            torch.cuda.synchronize(run.device)
+    train_s = per_image(step, batch)
+    eval_s = per_image(lambda: evaluate(run.model, val_loader, 0, run.precision), batch)
+    return Estimate(0.0, train_s, eval_s, describe(run.device), run.precision, datetime.date.today().isoformat())
+
+
+def total_seconds(e: Estimate, epochs: int, tta: int) -> float:
+    per_epoch = TRAIN_IMAGES * e.train_s + VAL_IMAGES * e.eval_s
+    return STARTUP + epochs * per_epoch + TTA_VIEWS[tta] * VAL_IMAGES * e.eval_s
+
+
+def cache_key(name: str):
+    from tenfold.presets import preset_config
+    from tenfold.training.fastpath import machine_key
+    config = preset_config(name)
+    return config, f"{machine_key()}|{name}|{json.dumps(config.to_dict(), sort_keys=True)}"
+
+
+def is_cached(name: str) -> bool:
+    return cache_key(name)[1] in load()
+
+
+def estimate(name: str) -> Estimate:
+    """Preset `name` on this machine, measured once and then recalled."""
+    config, key = cache_key(name)
+    cache = load()
+    try:
+        e = Estimate(**cache[key])
+    except (KeyError, TypeError):  # not measured yet, or written by another version
+        e = None
+    if e is None:
+        e = measure(config)
+        cache[key] = asdict(e)
+        try:
+            atomic_write_text(tenfold_home() / CACHE, json.dumps(cache, indent=1, sort_keys=True))
+        except OSError:
+            pass
+    e.seconds = total_seconds(e, config.epochs, config.tta)
+    return e
+
+
+def load() -> dict:
+    try:
+        data = json.loads((tenfold_home() / CACHE).read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}

@@ -1,0 +1,221 @@
+"""The CPU fast path, chosen by measurement rather than by assumption (as `torch.backends.cudnn.benchmark` chooses
+GPU convolution algorithms).
+
+CPUs differ more than GPUs do: tenfold's fused conv -> max-pool -> ReLU kernel beats PyTorch's ops by 2x on one
+layer of one machine and loses on the next layer, or on a CPU with half the vector width; bf16 autocast is 2x fp32
+where a CPU has bf16 units and may not pay for a small net. So at the start of a CPU run each candidate is timed on
+the run's own shapes, interleaved round by round (a busy machine slows both alike), and the faster kept:
+
+- each `conv2d_maxpool` block the fused kernel can compute: fused kernel against PyTorch's ops, forward + backward;
+- with `--precision auto` on a CPU with bf16 units: a training step in fp32 against one in bf16 autocast.
+
+Choices are cached per CPU, kernel build, PyTorch version, thread count and shape in `$TENFOLD_HOME/fastpath.json`,
+so a machine measures once. Measuring runs on copies, with the random number generators restored afterwards: a run
+trains the same whether its choice was measured or cached. `TENFOLD_KERNELS=1` forces the fused kernel wherever it
+applies and `TENFOLD_KERNELS=0` forbids it (nothing is measured then).
+"""
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tenfold.fileio import atomic_write_text, tenfold_home
+
+CACHE = "fastpath.json"
+ROUNDS = 5             # timed rounds per candidate, interleaved; the median counts
+PRECISION_ROUNDS = 3   # fewer for whole training steps, which take 0.1-1 s each on a CPU
+
+
+@dataclass
+class Choice:
+    what: str                  # "block 1" or "precision"
+    chosen: str                # "fused" | "pytorch", or "fp32" | "bf16"
+    seconds: dict[str, float]  # median seconds per candidate ({} when forced)
+    how: str = "measured"      # measured | cached | forced
+
+    def speedup(self) -> float | None:
+        """How much faster the choice is than the other candidate (None when forced)."""
+        others = [v for k, v in self.seconds.items() if k != self.chosen]
+        return others[0] / self.seconds[self.chosen] if others and self.seconds.get(self.chosen) else None
+
+
+@dataclass
+class FastPath:
+    choices: list[Choice] = field(default_factory=list)
+    precision: str | None = None  # the measured precision, where --precision auto asked for a measurement
+
+    def summary(self) -> str:
+        """For the start line, e.g. 'block 1 fused 2.03x, block 2 pytorch 1.08x (measured)'."""
+        parts = []
+        for c in self.choices:
+            s = c.speedup()
+            parts.append(f"{c.what} {c.chosen}" + (f" {s:.2f}x" if s else ""))
+        hows = sorted({c.how for c in self.choices})
+        return ", ".join(parts) + (f" ({'/'.join(hows)})" if hows else "")
+
+    def record(self) -> dict:
+        """For the checkpoint's environment."""
+        return {c.what: {"chosen": c.chosen, "how": c.how, "seconds": c.seconds} for c in self.choices}
+
+
+def measure(candidates: dict[str, Callable[[], object]], rounds: int = ROUNDS, warmup: int = 1,
+            timer: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Median seconds per call of each candidate: `warmup` untimed calls each, then `rounds` rounds in which every
+    candidate runs once in turn, so that a change in the machine's load falls on all of them alike."""
+    for fn in candidates.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            t0 = timer()
+            fn()
+            samples[name].append(timer() - t0)
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def fastest(seconds: dict[str, float]) -> str:
+    return min(seconds, key=seconds.get)
+
+
+def machine_key() -> str:
+    """What a measured choice depends on besides the shape: CPU, kernel build, PyTorch, threads, ISA caps."""
+    from tenfold.kernels.build import library_path  # its name hashes the CPU's flags, the source and the build
+    caps = ",".join(f"{v}={os.environ[v]}" for v in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
+                                                    "MKL_ENABLE_INSTRUCTIONS") if v in os.environ)
+    return f"{cpu_model()}|{library_path().name}|torch {torch.__version__}|{torch.get_num_threads()} threads|{caps}"
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                        platform.processor())
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def load_cache() -> dict:
+    try:
+        return json.loads((tenfold_home() / CACHE).read_text())
+    except (OSError, ValueError):
+        return {}  # missing or damaged: measure again, and write it anew
+
+
+def save_cache(cache: dict) -> None:
+    try:
+        atomic_write_text(tenfold_home() / CACHE, json.dumps(cache, indent=1, sort_keys=True))
+    except OSError:
+        pass  # a read-only home only costs a measurement next time
+
+
+def cached_choice(cache: dict, key: str, what: str, measure_it: Callable[[], dict[str, float]]) -> Choice:
+    """The cached choice for `key`, else a measured one (added to `cache`)."""
+    hit = cache.get(key)
+    if isinstance(hit, dict) and isinstance(hit.get("seconds"), dict) and hit.get("chosen") in hit["seconds"]:
+        return Choice(what, hit["chosen"], hit["seconds"], "cached")
+    seconds = measure_it()
+    cache[key] = {"chosen": fastest(seconds), "seconds": seconds, "date": datetime.date.today().isoformat()}
+    return Choice(what, fastest(seconds), seconds, "measured")
+
+
+# ---- the candidates -------------------------------------------------------------------------------------------
+
+def conv_block_inputs(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, torch.Tensor]]:
+    """(name, block, its input) for every conv2d_maxpool block, from one training-mode forward pass of `x`
+    through a copy of `model` (so that no state of the model, BatchNorm's running statistics say, changes)."""
+    from tenfold.models.blocks import ConvMaxPool
+    probe, found = copy.deepcopy(model), []
+    names = {m: n for n, m in probe.named_modules()}
+    hooks = [m.register_forward_pre_hook(lambda m, inp: found.append((names[m], m, inp[0].detach(),
+                                                                       inp[0].requires_grad)))
+             for m in probe.modules() if isinstance(m, ConvMaxPool)]
+    try:
+        probe(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [(name, m, xi.requires_grad_(grad)) for name, m, xi, grad in found]
+
+
+def block_step(block: nn.Module, x: torch.Tensor, path: str) -> Callable[[], None]:
+    """One forward and backward pass of `block` on `x` by `path` (fused | pytorch)."""
+    def step():
+        block.fast_path = path
+        out = block(x)
+        out.backward(torch.ones_like(out))
+    return step
+
+
+def choose_blocks(model: nn.Module, x: torch.Tensor, cache: dict, forced: str | None) -> list[Choice]:
+    """Set `fast_path` on each conv2d_maxpool block of `model` that the fused kernel can compute; the choices."""
+    from tenfold.kernels.fused import applies
+    blocks = dict(model.named_modules())
+    choices, key = [], machine_key()
+    for i, (name, probe, xi) in enumerate(conv_block_inputs(model, x), start=1):
+        conv, pool = probe[0], probe[1][-1]
+        if not isinstance(conv, nn.Conv2d) or not applies(xi, conv, pool):
+            continue
+        what = f"block {i}"
+        if forced:
+            choice = Choice(what, forced, {}, "forced")
+        else:
+            shape = f"conv {tuple(xi.shape)} -> {conv.out_channels} k{conv.kernel_size[0]} grad_in={xi.requires_grad}"
+            choice = cached_choice(cache, f"{key}|{shape}", what, lambda: measure(
+                {p: block_step(probe, xi, p) for p in ("fused", "pytorch")}))
+        blocks[name].fast_path = choice.chosen
+        choices.append(choice)
+    return choices
+
+
+def choose_precision(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cache: dict) -> Choice:
+    """fp32 or bf16 autocast, whichever trains `model` faster on batch (x, y) here (forward + backward)."""
+    from tenfold.training.fit import autocast
+    probe = copy.deepcopy(model).train()
+
+    def step(precision: str) -> Callable[[], None]:
+        def run():
+            with autocast(x.device, precision):
+                logits = probe(x)
+            F.cross_entropy(logits.float(), y).backward()
+        return run
+    shape = f"step {type(model).__name__} {sum(p.numel() for p in model.parameters())} params {tuple(x.shape)}"
+    return cached_choice(cache, f"{machine_key()}|{shape}", "precision", lambda: measure(
+        {p: step(p) for p in ("fp32", "bf16")}, rounds=PRECISION_ROUNDS))
+
+
+def choose(model: nn.Module, batch_size: int, image_shape: tuple, classes: int, precision: str,
+           tune_precision: bool) -> FastPath:
+    """Measure (or recall) the CPU fast path for training `model` at `batch_size` in `precision` (resolved), and
+    with `tune_precision`, whether bf16 autocast beats fp32; sets each block's `fast_path`. The random number
+    generators are restored afterwards, so training is the same either way."""
+    from tenfold.kernels import load_library
+    forced = {"0": "pytorch", "1": "fused"}.get(os.environ.get("TENFOLD_KERNELS", ""))
+    kernels = load_library() is not None and (precision == "fp32" or tune_precision)  # the kernels are fp32 only
+    if not kernels and not tune_precision:
+        return FastPath()
+    cache = load_cache()
+    with torch.random.fork_rng(devices=[]):
+        gen = torch.Generator().manual_seed(0)
+        h, w = image_shape
+        x = torch.randn(batch_size, 3, h, w, generator=gen).contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, classes, (batch_size,), generator=gen)
+        result = FastPath(choose_blocks(model, x, cache, forced) if kernels else [])
+        if tune_precision:
+            chosen = choose_precision(model, x, y, cache)
+            result.precision = chosen.chosen
+            result.choices = ([] if chosen.chosen != "fp32" else result.choices) + [chosen]
+    if any(c.how == "measured" for c in result.choices):
+        save_cache(cache)
+    return result

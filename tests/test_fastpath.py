@@ -1,0 +1,138 @@
+"""The CPU fast path chosen by measurement: the timing, the choice, its cache, and what a run records of it."""
+import json
+
+import pytest
+import torch
+
+from conftest import make_tree, run_cli
+from tenfold.kernels import build
+from tenfold.models import create_model
+from tenfold.training import fastpath
+from tenfold.training.checkpoint import load_checkpoint
+
+needs_kernels = pytest.mark.skipif(not build.available(), reason="no C compiler for tenfold's kernels")
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return make_tree(tmp_path / "data", n=12)
+
+
+class FakeClock:
+    """A timer that each candidate advances by its own cost, so 'measured' times are known exactly."""
+
+    def __init__(self):
+        self.now, self.calls = 0.0, []
+
+    def __call__(self):
+        return self.now
+
+    def candidate(self, name, costs):
+        costs = iter(costs)
+
+        def run():
+            self.calls.append(name)
+            self.now += next(costs)
+        return run
+
+
+def test_measure_takes_the_median_of_interleaved_rounds():
+    clock = FakeClock()
+    candidates = {"a": clock.candidate("a", [9.0, 1.0, 5.0, 1.2, 0.9]),  # a warm-up, then four rounds
+                  "b": clock.candidate("b", [9.0, 2.0, 0.1, 2.2, 2.1])}
+    seconds = fastpath.measure(candidates, rounds=4, warmup=1, timer=clock)
+    assert seconds == {"a": pytest.approx(1.1), "b": pytest.approx(2.05)}  # one slow round moves no median
+    assert clock.calls == ["a", "b"] + ["a", "b"] * 4                     # warm-ups, then turn by turn
+    assert fastpath.fastest(seconds) == "a"
+
+
+def test_a_cached_choice_is_not_measured_again_and_a_damaged_one_is():
+    cache, measured = {}, []
+
+    def measure():
+        measured.append(1)
+        return {"fused": 0.5, "pytorch": 1.0}
+    first = fastpath.cached_choice(cache, "key", "block 1", measure)
+    second = fastpath.cached_choice(cache, "key", "block 1", measure)
+    assert (first.chosen, first.how, second.chosen, second.how) == ("fused", "measured", "fused", "cached")
+    assert len(measured) == 1 and first.speedup() == pytest.approx(2.0)
+    cache["key"] = {"chosen": "nonsense", "seconds": {}}
+    assert fastpath.cached_choice(cache, "key", "block 1", measure).how == "measured"
+
+
+def fake_measure(times):
+    """fastpath.measure replaced: fixed seconds per candidate name, and a record of what was measured."""
+    asked = []
+
+    def measure(candidates, rounds=5, warmup=1, timer=None):
+        asked.append(sorted(candidates))
+        for fn in candidates.values():
+            fn()  # each candidate still runs once: it must work
+        return {name: times[name] for name in candidates}
+    return measure, asked
+
+
+@needs_kernels
+def test_each_block_takes_the_faster_path_and_training_is_unchanged(monkeypatch):
+    measure, asked = fake_measure({"fused": 1.0, "pytorch": 2.0})
+    monkeypatch.setattr(fastpath, "measure", measure)
+    torch.manual_seed(0)
+    model = create_model("lenet5").to(memory_format=torch.channels_last)
+    weights = [p.detach().clone() for p in model.parameters()]
+    rng = torch.get_rng_state()
+    chosen = fastpath.choose(model, 8, (32, 32), 10, "fp32", tune_precision=False)
+    assert [(c.what, c.chosen, c.how) for c in chosen.choices] == [("block 1", "fused", "measured"),
+                                                                   ("block 2", "fused", "measured")]
+    assert [m.fast_path for m in model.modules() if hasattr(m, "fast_path")] == ["fused", "fused"]
+    assert torch.equal(torch.get_rng_state(), rng)  # measuring drew no random numbers of the run's
+    assert all(torch.equal(p, q) and p.grad is None for p, q in zip(model.parameters(), weights))
+    assert "block 1 fused 2.00x" in chosen.summary() and chosen.summary().endswith("(measured)")
+
+    again = fastpath.choose(model, 8, (32, 32), 10, "fp32", tune_precision=False)  # from $TENFOLD_HOME's cache
+    assert [c.how for c in again.choices] == ["cached", "cached"] and len(asked) == 2
+
+    measure, asked = fake_measure({"fused": 3.0, "pytorch": 2.0})
+    monkeypatch.setattr(fastpath, "measure", measure)
+    slower = fastpath.choose(model, 16, (32, 32), 10, "fp32", tune_precision=False)  # another shape: measured
+    assert [c.chosen for c in slower.choices] == ["pytorch", "pytorch"]
+    import tenfold.kernels.fused as fused
+    calls = []
+    monkeypatch.setattr(fused.ConvPoolReLU, "apply", lambda *a: calls.append(1))
+    model(torch.randn(16, 3, 32, 32).contiguous(memory_format=torch.channels_last))
+    assert calls == []  # PyTorch's ops, as chosen
+
+
+@needs_kernels
+@pytest.mark.parametrize("setting,path", [("1", "fused"), ("0", None)])
+def test_tenfold_kernels_still_forces(monkeypatch, setting, path):
+    monkeypatch.setenv("TENFOLD_KERNELS", setting)
+    monkeypatch.setattr(fastpath, "measure", lambda *a, **k: pytest.fail("a forced choice measures nothing"))
+    model = create_model("lenet5")
+    chosen = fastpath.choose(model, 8, (32, 32), 10, "fp32", tune_precision=False)
+    assert [(c.chosen, c.how) for c in chosen.choices] == ([(path, "forced")] * 2 if path else [])
+
+
+def test_auto_precision_keeps_the_faster_arithmetic(monkeypatch):
+    for times, want in [({"fp32": 1.0, "bf16": 0.5, "fused": 1, "pytorch": 2}, "bf16"),
+                        ({"fp32": 0.5, "bf16": 1.0, "fused": 1, "pytorch": 2}, "fp32")]:
+        measure, _ = fake_measure(times)
+        monkeypatch.setattr(fastpath, "measure", measure)
+        model = create_model("airnet_tiny", image_shape=(16, 16))
+        chosen = fastpath.choose(model, 4, (16, 16), 10, "bf16", tune_precision=True)
+        assert chosen.precision == want and chosen.choices[-1].what == "precision"
+        fastpath.save_cache({})  # the next case measures afresh
+
+
+@needs_kernels
+def test_a_run_shows_and_records_its_fast_path(tree, tmp_path):
+    run = tmp_path / "run"
+    result = run_cli("train", "--data", tree, "--epochs", "1", "--batch-size", "16", "--out", run)
+    assert result.returncode == 0, result.stderr
+    assert "fast path: block 1 " in result.stderr and "(measured)" in result.stderr
+    env = load_checkpoint(run)["environment"]
+    assert env["kernel_isa"] in build.available_isas()
+    assert {v["chosen"] for v in env["fast_path"].values()} <= {"fused", "pytorch"}
+    again = run_cli("train", "--data", tree, "--epochs", "1", "--batch-size", "16", "--out", tmp_path / "again")
+    assert "(cached)" in again.stderr
+    cache = json.loads((fastpath.tenfold_home() / fastpath.CACHE).read_text())
+    assert len(cache) == 2 and all(v["chosen"] in ("fused", "pytorch") for v in cache.values())
