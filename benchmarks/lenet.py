@@ -4,7 +4,8 @@
     python benchmarks/lenet.py --device cuda --peers tenfold,tutorial
     python benchmarks/lenet.py --dry                 # seconds: synthetic data, 2 epochs (what the tests run)
     python benchmarks/lenet.py --isa avx2            # an AVX-512 CPU capped at AVX2 + FMA, as Zen 3 or Haswell
-    python benchmarks/lenet.py --load 1              # one busy single-threaded process beside each peer
+    python benchmarks/lenet.py --load 1 --peers tenfold-quiet,tenfold,tutorial  # one busy process beside each
+                                                     # peer (but tenfold-quiet, the reference)
 
 Every peer trains the same 45,000 / 5,000 split of the shared CIFAR-10 copy, exported once, in its own process;
 the peers take turns round after round so that they share the machine's state. Reported per peer: the median
@@ -37,6 +38,7 @@ KERAS_VENV = HERE / ".venv-keras"
 KERAS_PACKAGES = ["tensorflow-cpu==2.21.0", "keras==3.15.1"]
 PEERS = {  # name: (runner, script, batch size; 0 = tenfold's default)
     "tenfold": ("torch", "tenfold_peer.py", 0),
+    "tenfold-quiet": ("torch", "tenfold_peer.py", 0),       # with --load: tenfold with no busy process beside it
     "tenfold-fused": ("torch", "tenfold_peer.py", 0),       # the fused kernels forced (TENFOLD_KERNELS=1)
     "tenfold-no-kernels": ("torch", "tenfold_peer.py", 0),  # PyTorch's ops only (TENFOLD_KERNELS=0)
     "tutorial": ("torch", "tutorial_loop.py", 128),
@@ -71,7 +73,7 @@ def keras_python() -> str:
 
 
 # An AVX-512 machine capped at AVX2 + FMA for every library that dispatches on the CPU: PyTorch's own kernels,
-# oneDNN (PyTorch's and TensorFlow's convolutions), MKL (PyTorch's matmuls) and tenfold's kernels (-march=x86-64-v3).
+# oneDNN (PyTorch's and TensorFlow's convolutions), MKL (PyTorch's matmuls) and tenfold's kernels (-mavx2 -mfma).
 ISA_ENV = {"native": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
                                   "MKL_ENABLE_INSTRUCTIONS": "AVX2", "TENFOLD_CPU_ISA": "avx2"}}
 BUSY = "while True: pass"  # one single-threaded busy process: a browser tab, a compile, another notebook
@@ -222,7 +224,8 @@ def main() -> None:
         for r in range(args.rounds):
             for name in peers:  # alternate: every round runs each peer once, in turn
                 print(f"round {r + 1}/{args.rounds}: {name} ...", file=sys.stderr, flush=True)
-                runs[name].append(run_peer(name, split, args.epochs, args.device, args.isa, args.load))
+                load = 0 if name == "tenfold-quiet" else args.load
+                runs[name].append(run_peer(name, split, args.epochs, args.device, args.isa, load))
     rows = summarise(runs, args.epochs)
     gflops = measured_gflops(args.device, args.isa)
     flops_epoch = training_flops_per_image() * n_train

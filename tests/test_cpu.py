@@ -38,7 +38,20 @@ def test_cgroup_v1_quota(tmp_path):
     ({0, 1}, 0.2, 1),          # at least one
 ])
 def test_usable_cores(cpus, quota, want):
-    assert cpu.usable_cores(cpus, quota) == want
+    assert cpu.usable_cores(cpus, quota, default=64) == want
+    assert cpu.usable_cores(cpus, quota, default=1) == 1  # PyTorch's count of physical cores caps it too
+
+
+def test_a_quota_is_kept_while_other_tenants_are_busy():
+    assert cpu.fewer_for(2, 64, 30.0) == 2   # docker --cpus 2 on a 64-CPU host, 30 busy elsewhere
+    assert cpu.fewer_for(2, 2, 1.0) == 1 and cpu.fewer_for(2, 2, 0.3) == 2 and cpu.fewer_for(2, 2, 5.0) == 1
+
+
+def test_glibc_keeps_freed_memory():
+    import ctypes.util
+    if ctypes.util.find_library("c") is None:
+        pytest.skip("no C library to tune here")
+    assert cpu.keep_freed_memory() is True
 
 
 def stat(*cpus):
@@ -71,6 +84,9 @@ def test_fewer_threads_while_others_are_busy_and_all_again_after():
     window(1.0, 1.0)   # they are gone: both threads again
     window(0.3, 0.0)   # a partial window counts as no change
     assert set_to == [1, 2] and adapt.used == [2, 1, 2]
+    window(2.0, 1.0)
+    adapt.on_train_end({})  # a notebook gets its count back after training
+    assert set_to == [1, 2, 1, 2]
 
 
 def test_busy_note_says_what_tenfold_does_about_it():

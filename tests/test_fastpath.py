@@ -1,5 +1,4 @@
 """The CPU fast path chosen by measurement: the timing, the choice, its cache, and what a run records of it."""
-import json
 
 import pytest
 import torch
@@ -120,19 +119,48 @@ def test_auto_precision_keeps_the_faster_arithmetic(monkeypatch):
         model = create_model("airnet_tiny", image_shape=(16, 16))
         chosen = fastpath.choose(model, 4, (16, 16), 10, "bf16", tune_precision=True)
         assert chosen.precision == want and chosen.choices[-1].what == "precision"
-        fastpath.save_cache({})  # the next case measures afresh
+        (fastpath.tenfold_home() / fastpath.CACHE).unlink()  # the next case measures afresh
 
 
 @needs_kernels
 def test_a_run_shows_and_records_its_fast_path(tree, tmp_path):
     run = tmp_path / "run"
-    result = run_cli("train", "--data", tree, "--epochs", "1", "--batch-size", "16", "--out", run)
+    result = run_cli("train", "--data", tree, "--epochs", "1", "--batch-size", "16", "--threads", "2", "--out", run)
     assert result.returncode == 0, result.stderr
     assert "fast path: block 1 " in result.stderr and "(measured)" in result.stderr
     env = load_checkpoint(run)["environment"]
     assert env["kernel_isa"] in build.available_isas()
-    assert {v["chosen"] for v in env["fast_path"].values()} <= {"fused", "pytorch"}
-    again = run_cli("train", "--data", tree, "--epochs", "1", "--batch-size", "16", "--out", tmp_path / "again")
+    assert {v["chosen"] for k, v in env["fast_path"].items() if k != "machine"} <= {"fused", "pytorch"}
+    assert "torch " in env["fast_path"]["machine"]
+    again = run_cli("train", "--data", tree, "--epochs", "1", "--batch-size", "16", "--threads", "2",
+                    "--out", tmp_path / "again")
     assert "(cached)" in again.stderr
-    cache = json.loads((fastpath.tenfold_home() / fastpath.CACHE).read_text())
+    resumed = run_cli("train", "--resume", run, "--epochs", "2", "--threads", "2")
+    assert "(recorded)" in resumed.stderr  # a resume on the same machine keeps the run's own choices
+    cache = fastpath.load_cache()
     assert len(cache) == 2 and all(v["chosen"] in ("fused", "pytorch") for v in cache.values())
+
+
+def test_measuring_leaves_weights_buffers_and_random_state_alone():
+    torch.manual_seed(0)
+    model = create_model("airnet_tiny", image_shape=(16, 16))  # BatchNorm: running statistics to keep
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    fastpath.choose(model, 8, (16, 16), 10, "bf16", tune_precision=True)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_a_cache_that_is_not_a_table_is_measured_anew(monkeypatch):
+    (fastpath.tenfold_home() / fastpath.CACHE).write_text("[1, 2]")
+    measure, asked = fake_measure({"fp32": 1.0, "bf16": 2.0})
+    monkeypatch.setattr(fastpath, "measure", measure)
+    chosen = fastpath.choose(create_model("airnet_tiny", image_shape=(16, 16)), 4, (16, 16), 10, "bf16", True)
+    assert chosen.precision == "fp32" and asked and isinstance(fastpath.load_cache(), dict)
+
+
+def test_a_model_that_cannot_be_timed_keeps_the_defaults(monkeypatch, capsys):
+    monkeypatch.setattr(fastpath, "measure_all", lambda *a: (_ for _ in ()).throw(RuntimeError("no copy")))
+    chosen = fastpath.choose(create_model("lenet5"), 8, (32, 32), 10, "fp32", tune_precision=True)
+    assert chosen.choices == [] and "could not time this machine's fast path" in capsys.readouterr().err

@@ -74,7 +74,7 @@ def assert_same_weights(a, b):
 
 
 def test_resume_in_process_ends_with_the_same_weights(tree, tmp_path):
-    common = dict(data=str(tree), quiet=True, batch_size=16, augment=True, seed=3)
+    common = dict(data=str(tree), quiet=True, batch_size=16, augment=True, seed=3, threads=2)  # sums split by thread
     train(epochs=3, out=tmp_path / "straight", **common)
     train(epochs=2, out=tmp_path / "paused", **common)
     train(resume=tmp_path / "paused", epochs=3, quiet=True)
@@ -98,7 +98,7 @@ def big_archive(tmp_path):
 
 def start_training(data, out, epochs):
     return subprocess.Popen([sys.executable, "-m", "tenfold", "train", "--data", str(data), "--epochs", str(epochs),
-                             "--out", str(out), "--batch-size", "64"], cwd=REPO,
+                             "--out", str(out), "--batch-size", "64", "--threads", "2"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -112,7 +112,7 @@ def wait_for_epochs(run_dir, n, proc, timeout=120):
 
 def test_sigkill_during_epoch_3_then_resume_matches_an_uninterrupted_run(big_archive, tmp_path):
     straight = run_cli("train", "--data", big_archive, "--epochs", 4, "--out", tmp_path / "straight",
-                       "--batch-size", 64)
+                       "--batch-size", 64, "--threads", 2)  # a fixed count: sums are split by thread
     assert straight.returncode == 0, straight.stderr
     run_dir = tmp_path / "killed"
     proc = start_training(big_archive, run_dir, 4)

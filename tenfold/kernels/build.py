@@ -28,11 +28,12 @@ SOURCE = Path(__file__).with_name("cpu_kernels.c")
 FLAGS = ["-O3", "-fopenmp", "-ffp-contract=fast", "-shared", "-fPIC"]
 ISA_FLAGS = {  # the vector ISA -> (compiler flags, floats per register)
     "avx512": (["-march=native"], 16),
-    "avx2": (["-march=x86-64-v3", "-mtune=generic"], 8),  # Haswell and later, Zen 1-3: AVX2 + FMA, 16 ymm
-    "generic": (["-march=native"], 4),                     # SSE or NEON: 128-bit registers
+    "avx2": (["-mavx2", "-mfma", "-mtune=generic"], 8),  # Haswell and later, Zen 1-3: AVX2 + FMA, 16 ymm
+    "generic": (["-mtune=generic"], 4),                    # SSE2 (x86-64's baseline) or NEON: 128-bit registers
 }
 
 
+@functools.lru_cache(maxsize=None)
 def cpu_signature() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -49,15 +50,20 @@ def native_isa(flags: str) -> str:
     return "avx2" if {"avx2", "fma"} <= have else "generic"
 
 
+@functools.lru_cache(maxsize=None)
+def this_cpu_isa() -> str:
+    return native_isa(cpu_signature())
+
+
 def kernel_isa(flags: str | None = None, env: dict | None = None) -> str:
     """The ISA the kernels are built for: TENFOLD_CPU_ISA if set (never wider than the CPU), else the CPU's
     widest, capped at AVX2 when PyTorch is (ATEN_CPU_CAPABILITY=avx2 or default)."""
     env = os.environ if env is None else env
-    native = native_isa(cpu_signature() if flags is None else flags)
+    native = this_cpu_isa() if flags is None else native_isa(flags)
     order = ["generic", "avx2", "avx512"]
     wanted = env.get("TENFOLD_CPU_ISA", "").lower()
-    if not wanted and env.get("ATEN_CPU_CAPABILITY", "").lower() in ("avx2", "default"):
-        wanted = "avx2"
+    if not wanted:
+        wanted = {"avx2": "avx2", "default": "generic"}.get(env.get("ATEN_CPU_CAPABILITY", "").lower(), "")
     if wanted in order and order.index(wanted) < order.index(native):
         return wanted
     return native
@@ -98,7 +104,7 @@ def load_library() -> ctypes.CDLL | None:
 def available_isas() -> list[str]:
     """Every build this CPU can run, narrowest first (the tests check each against PyTorch's ops)."""
     order = ["generic", "avx2", "avx512"]
-    return order[:order.index(native_isa(cpu_signature())) + 1]
+    return order[:order.index(this_cpu_isa()) + 1]
 
 
 @functools.lru_cache(maxsize=None)

@@ -72,7 +72,13 @@ def figure(name: str, content: bytes) -> str:
 
 
 def environment_rows(env: dict | None) -> list[list]:
-    return [[k, v] for k, v in (env or {}).items() if v is not None] or [["(not recorded by this run's tenfold)", ""]]
+    def shown(k, v):  # the fast path as the start line said it, not its raw record
+        if k == "fast_path" and isinstance(v, dict):
+            from tenfold.training.fastpath import FastPath
+            return FastPath.from_record(v).summary(how=False) or "PyTorch's ops"
+        return v
+    return ([[k, shown(k, v)] for k, v in (env or {}).items() if v is not None]
+            or [["(not recorded by this run's tenfold)", ""]])
 
 
 def render(run_dir: Path, ckpt: dict, summary: dict, split: str, tta: int, images: dict[str, bytes]) -> str:

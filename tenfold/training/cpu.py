@@ -80,14 +80,22 @@ def affinity() -> set[int]:
         return set(range(os.cpu_count() or 1))
 
 
-def usable_cores(cpus: set[int] | None = None, quota: float | None | str = "read") -> int:
-    """Cores this process can keep busy: the affinity mask, capped by the cgroup quota (rounded down, at least 1)."""
+def usable_cores(cpus: set[int] | None = None, quota: float | None | str = "read", default: int | None = None) -> int:
+    """Cores this process can keep busy: the affinity mask, capped by the cgroup quota (rounded down, at least 1)
+    and by PyTorch's own default (its count of physical cores: two hyperthreads of one core share its FMA units)."""
     cpus = affinity() if cpus is None else cpus
     quota = cgroup_cpu_limit() if quota == "read" else quota
-    n = len(cpus)
+    n = min(len(cpus), default or torch_default_threads())
     if quota is not None:
         n = min(n, max(1, math.floor(quota + 1e-9)))
     return max(1, n)
+
+
+@functools.lru_cache(maxsize=None)
+def torch_default_threads() -> int:
+    """PyTorch's thread count before tenfold changes it (read once, at the first call)."""
+    import torch
+    return torch.get_num_threads()
 
 
 def cpu_times(stat: str, cpus: set[int]) -> tuple[int, int]:
@@ -118,7 +126,7 @@ def busy_cores(cpus: set[int] | None = None, seconds: float = 0.2,
 
 
 # glibc's mallopt parameters (malloc.h)
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
 KEEP_BYTES = 1 << 30  # blocks up to this size come from (and return to) the heap instead of fresh mappings
 
 
@@ -139,7 +147,10 @@ def keep_freed_memory() -> bool:
         mallopt = ctypes.CDLL(name).mallopt
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
         return False
-    return bool(mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, 2 * KEEP_BYTES))
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    # glibc versions that refuse a threshold over 32 MiB take "no mappings at all" instead
+    kept = mallopt(M_MMAP_THRESHOLD, KEEP_BYTES) or mallopt(M_MMAP_MAX, 0)
+    return bool(kept) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_BYTES))
 
 
 def pinned_threads(threads: int | None) -> int | None:
@@ -152,14 +163,15 @@ def start_threads(threads: int | None, busy: float | None) -> int:
     """Set PyTorch's (and so tenfold's kernels') OpenMP threads for the start of a run: the fixed count if there
     is one, else the usable cores less those other processes keep busy."""
     import torch
-    n = pinned_threads(threads) or fewer_for(usable_cores(), busy or 0.0)
+    n = pinned_threads(threads) or fewer_for(usable_cores(), len(affinity()), busy or 0.0)
     torch.set_num_threads(n)
     return n
 
 
-def fewer_for(cores: int, others: float) -> int:
-    """Threads to run beside `others` cores of other processes' work: a core given up for each one busy."""
-    return max(1, cores - int(others + 0.5))
+def fewer_for(cores: int, cpus: int, others: float) -> int:
+    """Threads to run on `cpus` CPUs that other processes keep `others` of busy, at most `cores` (the quota) and
+    at least 1: a container with a 2-core quota on a 64-CPU host keeps its 2 while 30 of the 64 are busy."""
+    return max(1, min(cores, cpus - int(others + 0.5)))
 
 
 class AdaptiveThreads(Callback):
@@ -188,6 +200,11 @@ class AdaptiveThreads(Callback):
     def on_epoch_begin(self, epoch, logs):
         self.last = self.sample()
 
+    def on_train_end(self, logs):
+        if self.threads != self.used[0]:  # a notebook's later work gets the count it started with
+            self.set_threads(self.used[0])
+            self.threads = self.used[0]
+
     def on_batch_end(self, batch, logs):
         if self.last is None or self.clock() - self.last[0] < self.window:
             return
@@ -199,7 +216,7 @@ class AdaptiveThreads(Callback):
         if j1 <= j0 or t1 <= t0:
             return
         others = max(0.0, len(self.cpus) * (b1 - b0) / (j1 - j0) - (c1 - c0) / (t1 - t0))
-        want = fewer_for(self.cores, others)
+        want = fewer_for(self.cores, len(self.cpus), others)
         if want != self.threads:
             self.set_threads(want)
             self.threads = want

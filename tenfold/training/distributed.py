@@ -108,6 +108,16 @@ def all_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def from_rank0(obj):
+    """Rank 0's `obj` on every worker (one broadcast), e.g. its measured fast path, so that all workers compute
+    alike; `obj` itself on a process on its own."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def wrap(model: torch.nn.Module, device: torch.device, place: Place) -> torch.nn.Module:
     """DistributedDataParallel: gradients averaged across workers in buckets, overlapped with the backward pass;
     rank 0's parameters and buffers are broadcast first, so every worker starts from the same weights."""

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from tenfold.fileio import atomic_write_text, tenfold_home
+from tenfold.training.fastpath import load_cache, save_cache
 
 CACHE = "estimates.json"
 TRAIN_IMAGES, VAL_IMAGES = 45_000, 5_000  # CIFAR-10 with tenfold's default 10 % validation split
@@ -99,9 +99,10 @@ def total_seconds(e: Estimate, epochs: int, tta: int) -> float:
 
 def cache_key(name: str):
     from tenfold.presets import preset_config
+    from tenfold.training.cpu import usable_cores
     from tenfold.training.fastpath import machine_key
     config = preset_config(name)
-    return config, f"{machine_key()}|{name}|{json.dumps(config.to_dict(), sort_keys=True)}"
+    return config, f"{machine_key(usable_cores())}|{name}|{json.dumps(config.to_dict(), sort_keys=True)}"
 
 
 def is_cached(name: str) -> bool:
@@ -118,18 +119,10 @@ def estimate(name: str) -> Estimate:
         e = None
     if e is None:
         e = measure(config)
-        cache[key] = asdict(e)
-        try:
-            atomic_write_text(tenfold_home() / CACHE, json.dumps(cache, indent=1, sort_keys=True))
-        except OSError:
-            pass
+        save_cache({key: asdict(e)}, CACHE)
     e.seconds = total_seconds(e, config.epochs, config.tta)
     return e
 
 
 def load() -> dict:
-    try:
-        data = json.loads((tenfold_home() / CACHE).read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+    return load_cache(CACHE)

@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -55,18 +56,33 @@ class FastPath:
     choices: list[Choice] = field(default_factory=list)
     precision: str | None = None  # the measured precision, where --precision auto asked for a measurement
 
-    def summary(self) -> str:
+    def summary(self, how: bool = True) -> str:
         """For the start line, e.g. 'block 1 fused 2.03x, block 2 pytorch 1.08x (measured)'."""
         parts = []
         for c in self.choices:
             s = c.speedup()
             parts.append(f"{c.what} {c.chosen}" + (f" {s:.2f}x" if s else ""))
         hows = sorted({c.how for c in self.choices})
-        return ", ".join(parts) + (f" ({'/'.join(hows)})" if hows else "")
+        return ", ".join(parts) + (f" ({'/'.join(hows)})" if hows and how else "")
 
     def record(self) -> dict:
-        """For the checkpoint's environment."""
-        return {c.what: {"chosen": c.chosen, "how": c.how, "seconds": c.seconds} for c in self.choices}
+        """For the checkpoint's environment: each choice, and the machine it holds for (a resume there keeps it)."""
+        return {"machine": machine_key(), **{c.what: {"chosen": c.chosen, "how": c.how, "seconds": c.seconds}
+                                             for c in self.choices}}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "FastPath":
+        choices = [Choice(what, v["chosen"], v.get("seconds", {}), "recorded")
+                   for what, v in record.items() if isinstance(v, dict) and valid(v.get("chosen"))]
+        precision = next((c.chosen for c in choices if c.what == "precision"), None)
+        return cls(choices, precision)
+
+
+CANDIDATES = {"fused", "pytorch", "fp32", "bf16"}
+
+
+def valid(chosen) -> bool:
+    return chosen in CANDIDATES
 
 
 def measure(candidates: dict[str, Callable[[], object]], rounds: int = ROUNDS, warmup: int = 1,
@@ -89,12 +105,13 @@ def fastest(seconds: dict[str, float]) -> str:
     return min(seconds, key=seconds.get)
 
 
-def machine_key() -> str:
+def machine_key(threads: int | None = None) -> str:
     """What a measured choice depends on besides the shape: CPU, kernel build, PyTorch, threads, ISA caps."""
     from tenfold.kernels.build import library_path  # its name hashes the CPU's flags, the source and the build
     caps = ",".join(f"{v}={os.environ[v]}" for v in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
                                                     "MKL_ENABLE_INSTRUCTIONS") if v in os.environ)
-    return f"{cpu_model()}|{library_path().name}|torch {torch.__version__}|{torch.get_num_threads()} threads|{caps}"
+    threads = threads or torch.get_num_threads()
+    return f"{cpu_model()}|{library_path().name}|torch {torch.__version__}|{threads} threads|{caps}"
 
 
 def cpu_model() -> str:
@@ -106,16 +123,18 @@ def cpu_model() -> str:
         return platform.processor() or platform.machine()
 
 
-def load_cache() -> dict:
+def load_cache(name: str = CACHE) -> dict:
     try:
-        return json.loads((tenfold_home() / CACHE).read_text())
+        cache = json.loads((tenfold_home() / name).read_text())
     except (OSError, ValueError):
         return {}  # missing or damaged: measure again, and write it anew
+    return cache if isinstance(cache, dict) else {}
 
 
-def save_cache(cache: dict) -> None:
+def save_cache(new: dict, name: str = CACHE) -> None:
+    """Add `new` entries to the cache file, re-read just before the write: another process's entries stay."""
     try:
-        atomic_write_text(tenfold_home() / CACHE, json.dumps(cache, indent=1, sort_keys=True))
+        atomic_write_text(tenfold_home() / name, json.dumps({**load_cache(name), **new}, indent=1, sort_keys=True))
     except OSError:
         pass  # a read-only home only costs a measurement next time
 
@@ -123,7 +142,8 @@ def save_cache(cache: dict) -> None:
 def cached_choice(cache: dict, key: str, what: str, measure_it: Callable[[], dict[str, float]]) -> Choice:
     """The cached choice for `key`, else a measured one (added to `cache`)."""
     hit = cache.get(key)
-    if isinstance(hit, dict) and isinstance(hit.get("seconds"), dict) and hit.get("chosen") in hit["seconds"]:
+    if (isinstance(hit, dict) and valid(hit.get("chosen")) and isinstance(hit.get("seconds"), dict)
+            and hit["chosen"] in hit["seconds"]):
         return Choice(what, hit["chosen"], hit["seconds"], "cached")
     seconds = measure_it()
     cache[key] = {"chosen": fastest(seconds), "seconds": seconds, "date": datetime.date.today().isoformat()}
@@ -196,26 +216,53 @@ def choose_precision(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cache: 
 
 
 def choose(model: nn.Module, batch_size: int, image_shape: tuple, classes: int, precision: str,
-           tune_precision: bool) -> FastPath:
+           tune_precision: bool, recorded: dict | None = None) -> FastPath:
     """Measure (or recall) the CPU fast path for training `model` at `batch_size` in `precision` (resolved), and
-    with `tune_precision`, whether bf16 autocast beats fp32; sets each block's `fast_path`. The random number
-    generators are restored afterwards, so training is the same either way."""
+    with `tune_precision`, whether bf16 autocast beats fp32; sets each block's `fast_path`. `recorded`: a resumed
+    run's choices (FastPath.record), kept as they were when it resumes on the machine that made them. The random
+    number generators are restored afterwards, so training is the same either way. A failure to measure (a user's
+    model that cannot be copied, say) warns and keeps the defaults."""
     from tenfold.kernels import load_library
     forced = {"0": "pytorch", "1": "fused"}.get(os.environ.get("TENFOLD_KERNELS", ""))
+    if recorded and not forced and recorded.get("machine") == machine_key():
+        fast = FastPath.from_record(recorded)
+        if not tune_precision:  # the resume asked for an arithmetic of its own
+            fast = FastPath([c for c in fast.choices if c.what != "precision"])
+        return apply(model, fast)
     kernels = load_library() is not None and (precision == "fp32" or tune_precision)  # the kernels are fp32 only
     if not kernels and not tune_precision:
         return FastPath()
     cache = load_cache()
-    with torch.random.fork_rng(devices=[]):
-        gen = torch.Generator().manual_seed(0)
-        h, w = image_shape
-        x = torch.randn(batch_size, 3, h, w, generator=gen).contiguous(memory_format=torch.channels_last)
-        y = torch.randint(0, classes, (batch_size,), generator=gen)
-        result = FastPath(choose_blocks(model, x, cache, forced) if kernels else [])
-        if tune_precision:
-            chosen = choose_precision(model, x, y, cache)
-            result.precision = chosen.chosen
-            result.choices = ([] if chosen.chosen != "fp32" else result.choices) + [chosen]
+    try:
+        with torch.random.fork_rng(devices=[]):
+            result = measure_all(model, batch_size, image_shape, classes, cache, forced, kernels, tune_precision)
+    except Exception as e:  # noqa: BLE001  (any failure here only costs the speed-up)
+        print(f"warning: could not time this machine's fast path ({type(e).__name__}: {str(e)[:120]}); "
+              "using the defaults", file=sys.stderr)
+        return FastPath()
     if any(c.how == "measured" for c in result.choices):
         save_cache(cache)
     return result
+
+
+def measure_all(model, batch_size, image_shape, classes, cache, forced, kernels, tune_precision) -> FastPath:
+    gen = torch.Generator().manual_seed(0)
+    h, w = image_shape
+    x = torch.randn(batch_size, 3, h, w, generator=gen).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, classes, (batch_size,), generator=gen)
+    result = FastPath(choose_blocks(model, x, cache, forced) if kernels else [])
+    if tune_precision:
+        chosen = choose_precision(model, x, y, cache)
+        result.precision = chosen.chosen
+        result.choices = ([] if chosen.chosen != "fp32" else result.choices) + [chosen]
+    return result
+
+
+def apply(model: nn.Module, fast: FastPath) -> FastPath:
+    """Set the blocks of `model` to the choices in `fast` (made elsewhere: a recorded run, another worker)."""
+    from tenfold.models.blocks import ConvMaxPool
+    blocks = [m for m in model.modules() if isinstance(m, ConvMaxPool)]
+    for c in fast.choices:
+        if c.what.startswith("block ") and int(c.what.split()[1]) <= len(blocks):
+            blocks[int(c.what.split()[1]) - 1].fast_path = c.chosen
+    return fast

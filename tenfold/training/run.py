@@ -19,6 +19,7 @@ from tenfold.training import cpu, distributed
 from tenfold.training.device import (cpu_has, describe, environment, pick_device, resolve_precision, rng_state,
                                      set_rng_state)
 from tenfold.training.distributed import Place
+from tenfold.training import fastpath
 from tenfold.training.fastpath import FastPath, choose
 from tenfold.kernels.build import kernel_isa
 from tenfold.training.fit import fit, grad_scaler
@@ -69,7 +70,7 @@ WHITEN_IMAGES = 5000  # training images for data-dependent initialisation (the w
 
 
 def build(config: TrainConfig, quiet: bool = False, stats: tuple | None = None, data: Splits | None = None,
-          place: Place | None = None) -> Run:
+          place: Place | None = None, recorded: dict | None = None) -> Run:
     """Open the data (unless given), make the model and optimiser on the chosen device, seeded. A launched
     worker (`place`) takes its own GPU and joins the others first."""
     device = distributed.worker_device(config.device, place) if place else pick_device(config.device)
@@ -95,9 +96,11 @@ def build(config: TrainConfig, quiet: bool = False, stats: tuple | None = None, 
     precision = resolve_precision(config.precision, device)
     fast = None
     if device.type == "cpu":  # which kernels and arithmetic are fastest here, for this net at this batch
-        fast = choose(model, distributed.local_batch(config.batch_size, place.world if place else 1),
-                      data.train.shape, len(data.train.classes), precision,
-                      config.precision == "auto" and precision == "bf16")
+        if place is None or place.main:  # workers share the cores: rank 0 measures, all follow it
+            fast = choose(model, distributed.local_batch(config.batch_size, place.world if place else 1),
+                          data.train.shape, len(data.train.classes), precision,
+                          config.precision == "auto" and precision == "bf16", recorded)
+        fast = fastpath.apply(model, distributed.from_rank0(fast)) if place else fast
         precision = fast.precision or precision
     meta = {"config": config.to_dict(), "classes": data.train.classes, "image_shape": list(data.train.shape),
             "mean": mean, "std": std, "data_source": data.source,
@@ -139,7 +142,8 @@ def open_run(config: TrainConfig | None, out, resume, quiet: bool, overrides: di
     if resume is not None:
         ckpt = load_checkpoint(resume)
         config = TrainConfig.from_dict(ckpt["config"]).updated(**overrides).validate()
-        run = build(config, quiet, stats=(ckpt["mean"], ckpt["std"]), place=place)
+        run = build(config, quiet, stats=(ckpt["mean"], ckpt["std"]), place=place,
+                    recorded=ckpt.get("environment", {}).get("fast_path"))
         restore(run, ckpt)
         return run, Path(resume), int(ckpt["epoch"]), ckpt["history"], ckpt
     config = (config or TrainConfig()).updated(**overrides).validate()
