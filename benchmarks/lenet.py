@@ -160,8 +160,9 @@ def machine(device: str, isa: str = "native") -> str:
     flags = set(cpu_signature().split())
     units = ", ".join(u for u, f in [("AVX-512", "avx512f"), ("AVX512-BF16", "avx512_bf16"), ("AMX", "amx_bf16"),
                                       ("AVX2", "avx2"), ("FMA", "fma")] if f in flags)
-    used = "" if isa == "native" else f", capped at {isa.upper()} for every peer (emulating an AVX2 + FMA CPU)"
-    return f"{model} ({units}; tenfold's kernels: {native_isa(' '.join(flags))}{used}), {os.cpu_count()} cores, no GPU used"
+    kernels = native_isa(" ".join(flags)) if isa == "native" else isa
+    used = "" if isa == "native" else f"; every peer capped at {isa.upper()}, emulating an AVX2 + FMA CPU"
+    return f"{model} ({units}; tenfold's kernels: {kernels}{used}), {os.cpu_count()} cores, no GPU used"
 
 
 def summarise(runs: dict[str, list[list[dict]]], epochs: int) -> dict[str, dict]:

@@ -74,3 +74,22 @@ def test_summary_takes_the_median_of_epochs_2_on_over_rounds():
                         [epoch(1, 9.0, .3), epoch(2, 3.0, .4), epoch(3, 5.0, .7)]]}
     row = lenet.summarise(runs, 3)["tenfold"]
     assert row["median_epoch_s"] == 3.5 and row["val_accuracy"] == pytest.approx(0.6)
+
+
+def test_lenet_benchmark_caps_every_library_at_avx2_and_loads_the_cores():
+    assert lenet.ISA_ENV["avx2"] == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                                     "MKL_ENABLE_INSTRUCTIONS": "AVX2", "TENFOLD_CPU_ISA": "avx2"}
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "lenet.py"), "--dry", "--isa", "avx2",
+                             "--load", "1", "--peers", "tenfold-quiet,tenfold"], capture_output=True, text=True,
+                            timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert "every peer capped at AVX2" in result.stdout and "1 busy single-threaded process" in result.stdout
+    assert re.search(r"^\| tenfold-quiet \| 256 \(default\) \| [\d.]+ \|", result.stdout, re.M)
+    assert subprocess.run(["pgrep", "-f", "while True: pass"], capture_output=True).returncode == 1  # none left
+
+
+def test_estimate_benchmark_dry_run_compares_estimate_and_measurement():
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "estimate.py"), "--dry"], capture_output=True,
+                            text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^\| fast-tiny \| 1 \| \d+ s \| \d+ s \| [\d.]+ \|", result.stdout, re.M), result.stdout

@@ -45,6 +45,14 @@ def test_measure_takes_the_median_of_interleaved_rounds():
     assert fastpath.fastest(seconds) == "a"
 
 
+def test_a_hopeless_candidate_runs_once():
+    clock = FakeClock()
+    candidates = {"fp32": clock.candidate("fp32", [1.0, 1.1, 0.9, 1.0]),
+                  "bf16": clock.candidate("bf16", [60.0])}  # emulated: a second call would fail the test
+    seconds = fastpath.measure(candidates, rounds=3, warmup=1, timer=clock)
+    assert seconds == {"fp32": pytest.approx(1.0), "bf16": 60.0} and clock.calls.count("bf16") == 1
+
+
 def test_a_cached_choice_is_not_measured_again_and_a_damaged_one_is():
     cache, measured = {}, []
 

@@ -148,3 +148,9 @@ def test_compiled_training_learns_as_eager_and_saves_plain_weights(pets, tmp_pat
     assert_one_line_error(failed, "--compile failed on this machine", "no working c++ compiler", "--no-compile")
     after = load_checkpoint(tmp_path / "compiled")
     assert after["epoch"] == 3 and after["config"]["compile"] is False
+
+
+def test_a_cpu_capped_below_avx512_has_no_bf16_units_for_pytorch():
+    from tenfold.training.device import capped_below_avx512
+    assert capped_below_avx512({"ATEN_CPU_CAPABILITY": "avx2"}) and capped_below_avx512({"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert not capped_below_avx512({}) and not capped_below_avx512({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"})

@@ -2,7 +2,7 @@
 
 On a busy machine the thread count matters more than any kernel: OpenMP threads spin at each barrier while their
 partner is descheduled, so two threads sharing two cores with someone else's process ran the LeNet epoch 3x slower
-than on a quiet machine, and one thread only 1.6x (BENCHMARKS.md). Waiting passively (`OMP_WAIT_POLICY=PASSIVE`)
+than on a quiet machine, and one thread only 1.5-1.8x (BENCHMARKS.md). Waiting passively (`OMP_WAIT_POLICY=PASSIVE`)
 or a short spin (`GOMP_SPINCOUNT`) helped less under load and cost 10-40 % on a quiet machine, so tenfold keeps
 libgomp's defaults and instead (1) starts as many threads as cores it may actually run on (the affinity mask and the
 cgroup CPU quota, a container's `--cpus`, not `os.cpu_count()`), and (2) while it trains, gives up a thread for

@@ -1,6 +1,7 @@
 """Choosing the device and setting it up."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -39,12 +40,22 @@ def cpu_has(kind: str, cpuinfo: str | None = None) -> bool:
     """Native `kind` (bf16 or fp16) dot products: x86's AVX512-BF16/-FP16 or AMX. Where a CPU has them, 16-bit
     autocast beats fp32 (bf16: about 2x for the fast presets' convs, BENCHMARKS.md); elsewhere it is emulated and
     slower than fp32."""
+    if capped_below_avx512():  # PyTorch and oneDNN were told not to use them (e.g. emulating an AVX2 machine)
+        return False
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:  # not Linux: no way to ask without a native call, so assume no
             return False
     return re.search(rf"\b(avx512_{kind}|amx_{kind})\b", cpuinfo) is not None
+
+
+def capped_below_avx512(env: dict | None = None) -> bool:
+    """Whether ATEN_CPU_CAPABILITY or ONEDNN_MAX_CPU_ISA keeps PyTorch off AVX-512 (and so off its bf16 units)."""
+    env = os.environ if env is None else env
+    aten = env.get("ATEN_CPU_CAPABILITY", "").lower()
+    onednn = env.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    return aten in ("default", "avx2") or onednn.startswith(("SSE", "AVX2", "AVX_")) or onednn == "AVX"
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

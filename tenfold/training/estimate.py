@@ -2,7 +2,9 @@
 
 A preset's time on the reference machine says little about a laptop without bf16 units (the fast presets ran 7x
 slower per epoch in fp32 on an AVX2 CPU than in bf16 on an AVX-512 one), so `tenfold presets` measures: the preset's
-own net, arithmetic, fast path and augmentation, on synthetic CIFAR-10-shaped batches of PROBE_BATCH images, then
+own net, arithmetic, fast path and augmentation, on synthetic CIFAR-10-shaped batches of the preset's own batch
+size (smaller batches ran faster per image, from cache: an estimate from batches of 256 came out 1.4x short for
+batches of 1,024 on an AVX2 CPU), then
 
     seconds = STARTUP + epochs * (TRAIN_IMAGES * train_s + VAL_IMAGES * eval_s) + views * VAL_IMAGES * eval_s
 
@@ -25,7 +27,7 @@ from tenfold.training.fastpath import load_cache, save_cache
 
 CACHE = "estimates.json"
 TRAIN_IMAGES, VAL_IMAGES = 45_000, 5_000  # CIFAR-10 with tenfold's default 10 % validation split
-PROBE_BATCH = 256  # images per measured step: large enough for steady per-image throughput, small enough to be quick
+MAX_PROBE = 2048   # images per measured step at most (the preset's batch size, unless larger)
 STARTUP = 3.0      # seconds: the cached dataset loaded, the model built, its fast path recalled
 TTA_VIEWS = {0: 0, 1: 2, 2: 6}
 
@@ -72,11 +74,13 @@ def per_image(fn, images: int, repeats: int = 2) -> float:
     return statistics.median(times) / images
 
 
-def measure(config, batch: int = PROBE_BATCH) -> Estimate:
-    """Time `config`'s training step (the batch's gathering and augmentation included) and validation pass."""
+def measure(config, batch: int | None = None) -> Estimate:
+    """Time `config`'s training step (the batch's gathering and augmentation included) and validation pass, at
+    `batch` images (default: the config's batch size)."""
     from tenfold.training.device import describe
     from tenfold.training.fit import evaluate, grad_scaler, train_step
     from tenfold.training.run import build, loaders
+    batch = batch or min(config.batch_size, MAX_PROBE)
     config = config.updated(batch_size=batch)
     run = build(config, quiet=True, data=synthetic(batch))
     train_loader, val_loader = loaders(run, batch)
@@ -102,7 +106,8 @@ def cache_key(name: str):
     from tenfold.training.cpu import usable_cores
     from tenfold.training.fastpath import machine_key
     config = preset_config(name)
-    return config, f"{machine_key(usable_cores())}|{name}|{json.dumps(config.to_dict(), sort_keys=True)}"
+    steps = {k: v for k, v in config.to_dict().items() if k not in ("epochs", "preset")}  # what one step does
+    return config, f"{machine_key(usable_cores())}|{json.dumps(steps, sort_keys=True)}"
 
 
 def is_cached(name: str) -> bool:

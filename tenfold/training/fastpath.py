@@ -36,6 +36,7 @@ from tenfold.fileio import atomic_write_text, tenfold_home
 CACHE = "fastpath.json"
 ROUNDS = 5             # timed rounds per candidate, interleaved; the median counts
 PRECISION_ROUNDS = 3   # fewer for whole training steps, which take 0.1-1 s each on a CPU
+HOPELESS = 4.0         # a candidate this many times slower than the best on its first call is not timed further
 
 
 @dataclass
@@ -87,18 +88,26 @@ def valid(chosen) -> bool:
 
 def measure(candidates: dict[str, Callable[[], object]], rounds: int = ROUNDS, warmup: int = 1,
             timer: Callable[[], float] = time.perf_counter) -> dict[str, float]:
-    """Median seconds per call of each candidate: `warmup` untimed calls each, then `rounds` rounds in which every
-    candidate runs once in turn, so that a change in the machine's load falls on all of them alike."""
-    for fn in candidates.values():
+    """Median seconds per call of each candidate: `warmup` calls each, then `rounds` rounds in which every
+    candidate runs once in turn, so that a change in the machine's load falls on all of them alike. A candidate
+    whose warm-up took over HOPELESS times the fastest one's is not run again (an emulated bf16 step can take a
+    minute): its warm-up time stands for it."""
+    first = {}
+    for name, fn in candidates.items():
+        t0 = timer()
         for _ in range(warmup):
             fn()
-    samples: dict[str, list[float]] = {name: [] for name in candidates}
+        first[name] = (timer() - t0) / max(1, warmup)
+    best = min(first.values())
+    hopeless = {name: t for name, t in first.items() if t > HOPELESS * best}
+    samples: dict[str, list[float]] = {name: [] for name in candidates if name not in hopeless}
     for _ in range(rounds):
-        for name, fn in candidates.items():
+        for name in samples:
+            fn = candidates[name]
             t0 = timer()
             fn()
             samples[name].append(timer() - t0)
-    return {name: statistics.median(s) for name, s in samples.items()}
+    return {**hopeless, **{name: statistics.median(s) for name, s in samples.items()}}
 
 
 def fastest(seconds: dict[str, float]) -> str:
