@@ -111,10 +111,11 @@ def matmul_gflops(dtype: torch.dtype, device: str, n: int = 2048, seconds: float
     return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
 
 
-def measured_gflops(device: str, isa: str) -> dict[str, float]:
-    """Matmul GFLOP/s in fp32 and bf16, in a process with the peers' ISA cap (MKL reads it when it loads)."""
-    code = ("import json, torch, lenet; print(json.dumps({k: lenet.matmul_gflops(getattr(torch, t), %r) "
-            "for k, t in [('fp32', 'float32'), ('bf16', 'bfloat16')]}))" % device)
+def measured_gflops(device: str, isa: str, n: int = 2048) -> dict[str, float]:
+    """Matmul GFLOP/s in fp32 and bf16, in a process with the peers' ISA cap (MKL reads it when it loads); n x n
+    matrices (one emulated bf16 product of 2048 x 2048 takes most of a minute on AVX2)."""
+    code = ("import json, torch, lenet; print(json.dumps({k: lenet.matmul_gflops(getattr(torch, t), %r, %d) "
+            "for k, t in [('fp32', 'float32'), ('bf16', 'bfloat16')]}))" % (device, n))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, **ISA_ENV[isa], "PYTHONPATH": f"{HERE}{os.pathsep}{REPO}"})
     return json.loads(out.stdout.splitlines()[-1])
@@ -228,7 +229,7 @@ def main() -> None:
                 load = 0 if name == "tenfold-quiet" else args.load
                 runs[name].append(run_peer(name, split, args.epochs, args.device, args.isa, load))
     rows = summarise(runs, args.epochs)
-    gflops = measured_gflops(args.device, args.isa)
+    gflops = measured_gflops(args.device, args.isa, 256 if args.dry else 2048)
     flops_epoch = training_flops_per_image() * n_train
     print(table(rows, flops_epoch, gflops, args, n_train))
     if args.json:

@@ -97,8 +97,8 @@ def build(config: TrainConfig, quiet: bool = False, stats: tuple | None = None, 
     fast = None
     if device.type == "cpu":  # which kernels and arithmetic are fastest here, for this net at this batch
         if place is None or place.main:  # workers share the cores: rank 0 measures, all follow it
-            fast = choose(model, distributed.local_batch(config.batch_size, place.world if place else 1),
-                          data.train.shape, len(data.train.classes), precision,
+            batch = min(distributed.local_batch(config.batch_size, place.world if place else 1), len(data.train))
+            fast = choose(model, max(1, batch), data.train.shape, len(data.train.classes), precision,
                           config.precision == "auto" and precision == "bf16", recorded)
         fast = fastpath.apply(model, distributed.from_rank0(fast)) if place else fast
         precision = fast.precision or precision
