@@ -24,13 +24,13 @@ def devices_here() -> list[str]:
     return found + (["mps"] if torch.backends.mps.is_available() else [])
 
 
-def synthetic_cifar(seed: int = 0) -> Splits:
+def synthetic_cifar(seed: int = 0, train: int = TRAIN_IMAGES, val: int = VAL_IMAGES) -> Splits:
     """CIFAR-10-shaped random images: the epoch time does not depend on what the pixels show."""
     rng = np.random.default_rng(seed)
     classes = [str(i) for i in range(10)]
     make = lambda n: ImageSet(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),  # noqa: E731
                               rng.integers(0, 10, n).astype(np.int64), classes)
-    return Splits(make(TRAIN_IMAGES), make(VAL_IMAGES), None, source="synthetic")
+    return Splits(make(train), make(val), None, source="synthetic")
 
 
 def bench_device(device: str, data: Splits, epochs: int, batch_size: int | None, progress: bool) -> dict:

@@ -20,13 +20,12 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 
+from tenfold.training.bench import TRAIN_IMAGES, VAL_IMAGES, synthetic_cifar
 from tenfold.training.fastpath import load_cache, save_cache
 
 CACHE = "estimates.json"
-TRAIN_IMAGES, VAL_IMAGES = 45_000, 5_000  # CIFAR-10 with tenfold's default 10 % validation split
 MAX_PROBE = 2048   # images per measured step at most (the preset's batch size, unless larger)
 STARTUP = 3.0      # seconds: the cached dataset loaded, the model built, its fast path recalled
 TTA_VIEWS = {0: 0, 1: 2, 2: 6}
@@ -54,15 +53,6 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def synthetic(images: int, seed: int = 0):
-    from tenfold.data import ImageSet, Splits
-    rng = np.random.default_rng(seed)
-    classes = [str(i) for i in range(10)]
-    make = lambda n: ImageSet(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),  # noqa: E731
-                              np.arange(n, dtype=np.int64) % 10, classes)
-    return Splits(make(images), make(images), None, source="synthetic")
-
-
 def per_image(fn, images: int, repeats: int = 2) -> float:
     """Median seconds per image of `fn` (which handles `images` images), after one untimed call."""
     fn()
@@ -82,7 +72,7 @@ def measure(config, batch: int | None = None) -> Estimate:
     from tenfold.training.run import build, loaders
     batch = batch or min(config.batch_size, MAX_PROBE)
     config = config.updated(batch_size=batch)
-    run = build(config, quiet=True, data=synthetic(batch))
+    run = build(config, quiet=True, data=synthetic_cifar(train=batch, val=batch))
     train_loader, val_loader = loaders(run, batch)
     scaler = grad_scaler(run.device, run.precision)
 
