@@ -142,7 +142,7 @@ def predict(run, images, device: str = "auto", tta: int | None = None) -> Predic
     if isinstance(images, (str, Path)):
         images = [images]
     names = [str(i) if isinstance(i, (str, Path)) else f"image {n}" for n, i in enumerate(images)]
-    arrays = np.stack([load_image(str(i), trained.shape) if isinstance(i, (str, Path)) else np.asarray(i, np.uint8)
+    arrays = np.stack([load_image(str(i), trained.shape, trained.fit) if isinstance(i, (str, Path)) else np.asarray(i, np.uint8)
                        for i in images])
     if arrays.shape[1:] != (*trained.shape, 3):
         raise ConfigError(f"images are {arrays.shape[1:]}, the model expects {(*trained.shape, 3)} uint8 RGB")

@@ -51,6 +51,13 @@ def add_train(sub) -> None:
     p.add_argument("--tta", type=int, choices=[0, 1, 2], help="test-time views: 0, 1 (+ mirror) or 2 (6 views)")
     p.add_argument("--threads", type=positive_int, help="CPU threads (default: the cores this process may use, "
                                                         "from its affinity and cgroup quota)")
+    p.add_argument("--weights", metavar="FILE", help="pretrained models: a local weights file (state dict or tenfold "
+                                                     "checkpoint) of the same architecture, instead of ImageNet's")
+    p.add_argument("--freeze", action="store_true", default=None,
+                   help="pretrained models: compute the backbone's features once and train only the head (seconds)")
+    p.add_argument("--head-first", action=argparse.BooleanOptionalAction, default=None,
+                   help="pretrained models: fit the new head to the frozen features before training all layers "
+                        "(finetune: on)")
     p.add_argument("--out", help="run directory (default runs/MODEL-DATE-TIME)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run after its last finished epoch")
     p.add_argument("--quiet", action="store_true", help="no epoch lines or progress bar")
@@ -126,13 +133,13 @@ def cmd_presets(args) -> int:
             print("tenfold: timing each preset's training step on this machine (once; cached)...", file=sys.stderr)
         for r in rows:
             e = estimate.estimate(r["name"])
-            r.update({"estimate_s": round(e.seconds), "estimate": e.describe()})
+            r.update({"estimate_s": round(e.seconds), "estimate": e.describe(), "scale": estimate.scale_label(r["name"])})
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         for r in rows:
             print(f"{r['name']:<11} {r['model']:<13} {r['epochs']:>3} epochs  {r['description']}\n{'':<11} {r['expected']}"
-                  + (f"\n{'':<11} {r['estimate']}, CIFAR-10 sized" if "estimate" in r else ""))
+                  + (f"\n{'':<11} {r['estimate']}, {r['scale']}" if "estimate" in r else ""))
     return 0
 
 
@@ -154,7 +161,7 @@ def cmd_predict(args) -> int:
     images, names, failed = [], [], 0
     for path in args.images:
         try:
-            images.append(load_image(path, trained.shape))
+            images.append(load_image(path, trained.shape, trained.fit))
             names.append(path)
         except DataError as e:
             print(f"error: {e}", file=sys.stderr)

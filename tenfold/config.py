@@ -38,6 +38,10 @@ class TrainConfig:
     compile: bool = False         # torch.compile the model for training (GPUs; it did not pay on 2 CPU cores)
     tta: int = 0                  # test-time views: 0 the image, 1 + its mirror, 2 + both shifted a pixel (6 views)
     threads: int | None = None    # CPU threads per process; None: the cores it may use (affinity, cgroup quota)
+    # Pretrained models (efficientnet_lite0): how the backbone is fine-tuned
+    weights: str | None = None    # a local weights file for the model's architecture, instead of its ImageNet weights
+    head_first: bool = False      # fit the new head to the frozen backbone's features before the first epoch
+    freeze: bool = False          # train only the head, on backbone features computed once (no augmentation)
 
     def validate(self) -> "TrainConfig":
         checks = [

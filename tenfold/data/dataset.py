@@ -62,8 +62,10 @@ def is_cifar10(spec: str) -> bool:
 
 
 def open_dataset(spec: str, val_split: float = 0.1, image_size: int | None = None,
-                 default_size: int = 32, quiet: bool = False) -> Splits:
-    """Open `spec` ('cifar10' or a path) and hold out validation unless the source has its own."""
+                 default_size: int = 32, quiet: bool = False, photo=None) -> Splits:
+    """Open `spec` ('cifar10' or a path) and hold out validation unless the source has its own. `photo` (a
+    tenfold.data.photo.PhotoPipeline): folders are decoded aspect-kept at its stored size, CIFAR-10 stays 32x32
+    (the loader resizes each batch)."""
     from tenfold.data import cifar10, folder
 
     if is_cifar10(spec) or cifar10.is_cifar10_archive(spec):
@@ -73,7 +75,10 @@ def open_dataset(spec: str, val_split: float = 0.1, image_size: int | None = Non
         train, val = hold_out(train, val_split)
         return Splits(train, val, test, source="cifar10" if is_cifar10(spec) else str(Path(spec).resolve()))
     size = (image_size, image_size) if image_size else None
-    parts = folder.load(spec, size=size, default_size=default_size, quiet=quiet)
+    if photo is not None:
+        parts = folder.load(spec, size=(photo.stored, photo.stored), quiet=quiet, fit="crop")
+    else:
+        parts = folder.load(spec, size=size, default_size=default_size, quiet=quiet)
     if "train" not in parts:
         raise DataError(f"{spec}: no training images found (expected train/<class>/* or <class>/*)")
     train = parts["train"]
@@ -83,14 +88,16 @@ def open_dataset(spec: str, val_split: float = 0.1, image_size: int | None = Non
     return Splits(train, val, parts.get("test"), source=str(Path(spec).resolve()))
 
 
-def open_test_set(spec: str, classes: list[str], shape: tuple[int, int], quiet: bool = False) -> ImageSet:
-    """The test split of `spec` ('cifar10', PATH/test, or PATH as class folders), in `classes`' label order."""
+def open_test_set(spec: str, classes: list[str], shape: tuple[int, int], quiet: bool = False,
+                  fit: str = "stretch") -> ImageSet:
+    """The test split of `spec` ('cifar10', PATH/test, or PATH as class folders), in `classes`' label order.
+    `fit`: how folder images reach `shape` (see tenfold.data.folder.load)."""
     from tenfold.data import cifar10, folder
 
     if is_cifar10(spec) or cifar10.is_cifar10_archive(spec):
         _, test = cifar10.load(None if is_cifar10(spec) else spec, quiet=quiet)
     else:
-        parts = folder.load(spec, size=shape, default_size=shape[0], quiet=quiet, as_test=True)
+        parts = folder.load(spec, size=shape, default_size=shape[0], quiet=quiet, as_test=True, fit=fit)
         test = parts.get("test")
         if test is None:
             raise DataError(f"{spec}: no test split (expected PATH/test/<class>/* or PATH/<class>/*)")

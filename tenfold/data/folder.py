@@ -23,7 +23,7 @@ from tenfold.fileio import atomic_open, tenfold_home
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 Size = tuple[int, int]  # (height, width)
 
 
@@ -32,12 +32,14 @@ def warn(msg: str) -> None:
 
 
 def load(spec: str, size: Size | None, default_size: int = 32, quiet: bool = False,
-         as_test: bool = False) -> dict[str, ImageSet]:
-    """{'train': ..., 'val': ..., 'test': ...} for the splits present (cached after the first call)."""
+         as_test: bool = False, fit: str = "stretch") -> dict[str, ImageSet]:
+    """{'train': ..., 'val': ..., 'test': ...} for the splits present (cached after the first call).
+    `fit`: "stretch" resizes each image to `size`; "crop" keeps the aspect ratio (shorter side to `size`, then the
+    centre), as photos for a pretrained model want."""
     path = Path(spec)
     if not path.exists():
         raise DataError(f"{spec}: no such file or folder")
-    key = cache_key(path, size, default_size, as_test)
+    key = cache_key(path, size, default_size, as_test, fit)
     cache = tenfold_home() / "datasets" / f"{key}.npz"
     if cache.is_file():
         try:
@@ -46,14 +48,14 @@ def load(spec: str, size: Size | None, default_size: int = 32, quiet: bool = Fal
             cache.unlink(missing_ok=True)
     files, dirs = list_source(path)
     layout = find_layout(files, dirs, spec, as_test)
-    parts = decode_splits(layout, size, default_size, spec, quiet)
+    parts = decode_splits(layout, size, default_size, spec, quiet, fit)
     write_cache(cache, parts)
     return parts
 
 
-def cache_key(path: Path, size: Size | None, default_size: int, as_test: bool) -> str:
+def cache_key(path: Path, size: Size | None, default_size: int, as_test: bool, fit: str = "stretch") -> str:
     """A digest of the source's bytes (archives) or of every file's name, size and mtime (folders)."""
-    h = hashlib.sha256(f"v{CACHE_VERSION} {size} {default_size} {as_test}".encode())
+    h = hashlib.sha256(f"v{CACHE_VERSION} {size} {default_size} {as_test} {fit}".encode())
     if path.is_dir():
         for root, dirnames, filenames in sorted(os.walk(path)):
             dirnames.sort()
@@ -193,23 +195,46 @@ def class_root(images: dict[str, object]) -> str | None:
     return "" if parent == "." else parent + "/"
 
 
+def photo_size(spec: str) -> Size | None:
+    """(H, W) of the first image file in folder `spec` (archives: None, they are not read twice)."""
+    path = Path(spec)
+    if not path.is_dir():
+        return None
+    for root, dirnames, filenames in os.walk(path):
+        dirnames.sort()
+        for f in sorted(filenames):
+            if Path(f).suffix.lower() in IMAGE_EXTENSIONS and keep(f):
+                shape = first_shape([Path(root) / f])
+                if shape:
+                    return shape
+    return None
+
+
 # --- decoding --------------------------------------------------------------------------------------------
 
 def read_bytes(src) -> bytes:
     return src if isinstance(src, bytes) else Path(src).read_bytes()
 
 
-def decode(src, size: Size | None, only: Size | None = None):
-    """uint8 (H, W, 3) RGB resized to `size` if given; None if it does not decode.
+def decode(src, size: Size | None, only: Size | None = None, fit: str = "stretch"):
+    """uint8 (H, W, 3) RGB resized to `size` if given; None if it does not decode. The EXIF orientation is applied
+    first, so the pixels stand as a photo viewer shows them. `fit="crop"`: the shorter side to `size`, then the
+    centre (aspect ratio kept).
 
     With `only`, an image of another size is not decoded: its (H, W) comes back instead, to be redone.
     """
-    from PIL import Image
+    from PIL import Image, ImageOps
     try:
         with Image.open(io.BytesIO(read_bytes(src))) as im:
             own = (im.height, im.width)
             if only is not None and own != only:
                 return own
+            if fit == "crop" and size is not None:
+                scale = max(size[0] / im.height, size[1] / im.width)  # JPEG: decode at a reduced scale first
+                im.draft("RGB", (max(1, int(im.width * scale)), max(1, int(im.height * scale))))
+                im = ImageOps.exif_transpose(im).convert("RGB")
+                im = ImageOps.fit(im, (size[1], size[0]), Image.Resampling.BILINEAR, centering=(0.5, 0.5))
+                return np.asarray(im, dtype=np.uint8)
             if size is not None and own != size:
                 im.draft("RGB", (size[1], size[0]))  # JPEG: decode at a reduced scale first, much faster
                 im = im.convert("RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR, reducing_gap=3.0)
@@ -221,21 +246,44 @@ def decode(src, size: Size | None, only: Size | None = None):
 
 
 def decode_chunk(args) -> list:
-    items, size, only = args
-    return [decode(s, size, only) for s in items]
+    items, size, only, fit = args
+    return [decode(s, size, only, fit) for s in items]
 
 
-def parallel_decode(items: list, size: Size | None, only: Size | None = None) -> list:
-    """Decode in worker processes (Pillow holds the GIL for small images, so threads do not scale)."""
-    workers = min(os.cpu_count() or 1, max(1, len(items) // 2000))
-    if workers == 1:
-        return decode_chunk((items, size, only))
-    import multiprocessing as mp
-    step = max(1, min(2000, len(items) // (4 * workers)))
-    chunks = [(items[i:i + step], size, only) for i in range(0, len(items), step)]
-    # spawn, not fork: forking a process that already runs torch's thread pools can deadlock
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        return [a for chunk in pool.map(decode_chunk, chunks) for a in chunk]
+def parallel_decode(items: list, size: Size | None, only: Size | None = None, fit: str = "stretch",
+                    progress: bool = False) -> list:
+    """Decode in worker processes (Pillow holds the GIL for small images, so threads do not scale). Photos
+    (`fit="crop"`) cost far more per file than CIFAR-sized images: they go to workers from 64 files on, with a
+    progress bar on a terminal when `progress`."""
+    per_worker = 2000 if fit == "stretch" else 32
+    workers = min(os.cpu_count() or 1, max(1, len(items) // per_worker))
+    step = max(1, min(per_worker, len(items) // (4 * workers)))
+    chunks = [(items[i:i + step], size, only, fit) for i in range(0, len(items), step)]
+    bar = decode_bar(len(items)) if progress else None
+    try:
+        if workers == 1:
+            return [a for chunk in chunks for a in tick(bar, decode_chunk(chunk))]
+        import multiprocessing as mp
+        # spawn, not fork: forking a process that already runs torch's thread pools can deadlock
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            return [a for chunk in pool.map(decode_chunk, chunks) for a in tick(bar, chunk)]
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def decode_bar(total: int):
+    """A tqdm bar for decoding on a terminal; None elsewhere (logs stay clean)."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, unit="img", desc="Decoding", leave=False, file=sys.stderr, dynamic_ncols=True)
+
+
+def tick(bar, decoded: list) -> list:
+    if bar is not None:
+        bar.update(len(decoded))
+    return decoded
 
 
 def first_shape(items: list) -> Size | None:
@@ -249,10 +297,11 @@ def first_shape(items: list) -> Size | None:
     return None
 
 
-def decode_all(items: list, size: Size | None, default_size: int, spec: str) -> list:
+def decode_all(items: list, size: Size | None, default_size: int, spec: str, fit: str = "stretch",
+               progress: bool = False) -> list:
     """One pass when the images share a size (the common case); a second only for those that differ."""
     if size is not None:
-        return parallel_decode(items, size)
+        return parallel_decode(items, size, fit=fit, progress=progress)
     guess = first_shape(items) or (default_size, default_size)
     arrays = parallel_decode(items, None, only=guess)
     if all(a is None or isinstance(a, np.ndarray) for a in arrays):
@@ -265,10 +314,10 @@ def decode_all(items: list, size: Size | None, default_size: int, spec: str) -> 
 
 
 def decode_splits(layout: dict, size: Size | None, default_size: int, spec: str,
-                  quiet: bool) -> dict[str, ImageSet]:
+                  quiet: bool, fit: str = "stretch") -> dict[str, ImageSet]:
     """Decode every split at one size: `size`, else the images' own if uniform, else default_size."""
     all_src = [s for split in layout.values() for members in split.values() for s in members]
-    arrays = decode_all(all_src, size, default_size, spec)
+    arrays = decode_all(all_src, size, default_size, spec, fit, progress=not quiet)
     skipped = sum(a is None for a in arrays)
     if skipped == len(arrays):
         raise DataError(f"{spec}: none of the {len(all_src)} image files could be decoded")

@@ -6,6 +6,7 @@ import torch
 
 from tenfold.data.augment import flip_mask, random_flip, translate
 from tenfold.data.dataset import ImageSet
+from tenfold.data.photo import PhotoPipeline, center_crop, random_resized_crop
 from tenfold.kernels import load_library
 
 
@@ -24,7 +25,8 @@ class DeviceLoader:
 
     def __init__(self, data: ImageSet, batch_size: int, device: torch.device, mean: list[float],
                  std: list[float], shuffle: bool = False, augment: bool = False, crop_pad: int = 4,
-                 generator: torch.Generator | None = None, flip: str = "random", seed: int = 0):
+                 generator: torch.Generator | None = None, flip: str = "random", seed: int = 0,
+                 photo: PhotoPipeline | None = None):
         self.images = torch.from_numpy(data.images).to(device).contiguous()  # (N, H, W, 3) uint8
         self.labels = torch.from_numpy(data.labels).to(device)
         self.batch_size, self.device = batch_size, device
@@ -38,6 +40,7 @@ class DeviceLoader:
         self.flip, self.seed = flip, seed
         self.epoch = 0    # passes made so far (a resumed run sets it): the flip pattern depends on it
         self.mask = None  # (N,) bool: which images this pass mirrors, in "alternating" mode
+        self.photo = photo  # a pretrained model's crops (tenfold.data.photo) instead of shifts and flips
 
     def __len__(self) -> int:
         return (len(self.labels) + self.batch_size - 1) // self.batch_size
@@ -70,12 +73,16 @@ class DeviceLoader:
         idx = idx.contiguous()
         lib.gather_normalize(self.images.data_ptr(), idx.data_ptr(), n, h * w, c, self.scale.data_ptr(),
                              self.shift.data_ptr(), out.data_ptr())
-        return out.permute(0, 3, 1, 2)
+        x = out.permute(0, 3, 1, 2)
+        return center_crop(x, self.photo).contiguous(memory_format=torch.channels_last) if self.photo else x
 
     def prepare(self, u8: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """uint8 (B, H, W, C) images number `idx` -> normalised float (B, C, H, W), channels_last in memory."""
         # one fused multiply-add in NHWC; seen as NCHW, that memory is already channels_last
         x = torch.addcmul(self.shift, u8.float(), self.scale).permute(0, 3, 1, 2)
+        if self.photo is not None:
+            x = random_resized_crop(x, self.photo, self.generator) if self.augment else center_crop(x, self.photo)
+            return x.contiguous(memory_format=torch.channels_last)
         if self.augment and self.flip == "alternating":
             x = torch.where(self.mask[idx].view(-1, 1, 1, 1), x.flip(3), x)
             x = translate(x, self.crop_pad, self.generator, "reflect").contiguous(memory_format=torch.channels_last)

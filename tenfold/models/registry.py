@@ -24,6 +24,12 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def pretrained_cfg(name: str) -> dict | None:
+    """A registered pretrained model's settings (timm's names: input_size, crop_pct, mean, std, weights), else
+    None (a model trained from scratch, at the data's own size)."""
+    return getattr(_REGISTRY.get(name), "pretrained_cfg", None)
+
+
 def create_model(name: str, num_classes: int = 10, image_shape=(32, 32), channels: int = 3,
                  **kwargs) -> nn.Module:
     """A registered model, or a user's `file.py:factory`, materialised for `image_shape` inputs."""

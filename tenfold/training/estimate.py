@@ -86,9 +86,31 @@ def measure(config, batch: int | None = None) -> Estimate:
     return Estimate(0.0, train_s, eval_s, describe(run.device), run.precision, datetime.date.today().isoformat())
 
 
-def total_seconds(e: Estimate, epochs: int, tta: int) -> float:
-    per_epoch = TRAIN_IMAGES * e.train_s + VAL_IMAGES * e.eval_s
-    return STARTUP + epochs * per_epoch + TTA_VIEWS[tta] * VAL_IMAGES * e.eval_s
+PHOTOS = (250, 150)  # a pretrained preset's estimate: a small photo set of 250 training and 150 validation photos
+DECODE_S = 0.03      # seconds per photo decoded on 2 cores (a few hundred 0.2-0.5 megapixel JPEGs, first run only)
+
+
+def sizes(config) -> tuple[int, int]:
+    """(training, validation) images the estimate is for: CIFAR-10's, or a small photo set's."""
+    from tenfold.models import pretrained_cfg
+    return PHOTOS if pretrained_cfg(config.model) else (TRAIN_IMAGES, VAL_IMAGES)
+
+
+def scale_label(name: str) -> str:
+    from tenfold.presets import preset_config
+    train, val = sizes(preset_config(name))
+    return "CIFAR-10 sized" if (train, val) == (TRAIN_IMAGES, VAL_IMAGES) else f"for {train} + {val} photos"
+
+
+def total_seconds(e: Estimate, epochs: int, tta: int, images: tuple[int, int] = (TRAIN_IMAGES, VAL_IMAGES),
+                  head_first: bool = False) -> float:
+    """The whole run: epochs of training and validation, the last epoch's test-time views, and for a pretrained
+    preset the photos' decoding and the head's fit on frozen features (each training image and its mirror)."""
+    train, val = images
+    per_epoch = train * e.train_s + val * e.eval_s
+    photos = (train + val) * DECODE_S + ((2 * train + 2 * val) * e.eval_s if head_first else 0.0)
+    return STARTUP + photos * (images != (TRAIN_IMAGES, VAL_IMAGES)) + epochs * per_epoch + \
+        TTA_VIEWS[tta] * val * e.eval_s
 
 
 def cache_key(name: str):
@@ -115,7 +137,7 @@ def estimate(name: str) -> Estimate:
     if e is None:
         e = measure(config)
         save_cache({key: asdict(e)}, CACHE)
-    e.seconds = total_seconds(e, config.epochs, config.tta)
+    e.seconds = total_seconds(e, config.epochs, config.tta, sizes(config), config.head_first)
     return e
 
 

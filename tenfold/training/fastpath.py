@@ -262,7 +262,8 @@ def measure_all(model, batch_size, image_shape, classes, cache, forced, kernels,
     y = torch.randint(0, classes, (batch_size,), generator=gen)
     result = FastPath(choose_blocks(model, x, cache, forced) if kernels else [])
     if tune_precision:
-        chosen = choose_precision(model, x[:PRECISION_BATCH], y[:PRECISION_BATCH], cache)
+        n = max(4, PRECISION_BATCH * 32 * 32 // (h * w))  # as many pixels as 256 CIFAR images: 5 at 224x224
+        chosen = choose_precision(model, x[:n], y[:n], cache)
         result.precision = chosen.chosen
         result.choices = ([] if chosen.chosen != "fp32" else result.choices) + [chosen]
     return result

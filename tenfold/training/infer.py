@@ -14,7 +14,7 @@ from tenfold.models import create_model
 from tenfold.training.checkpoint import load_checkpoint
 from tenfold.training.device import pick_device, resolve_precision
 from tenfold.training.fit import predict_logits
-from tenfold.training.run import EVAL_BATCH
+from tenfold.training.run import eval_batch, run_photo
 
 
 @dataclass
@@ -42,16 +42,24 @@ class Trained:
         """The test-time views asked for, else the run's own setting."""
         return self.ckpt["config"].get("tta", 0) if tta is None else tta
 
+    @property
+    def fit(self) -> str:
+        """How an image reaches `shape`: "crop" (aspect kept, a pretrained model's photos) or "stretch"."""
+        return "crop" if self.ckpt.get("photo") else "stretch"
+
     def loader(self, data: ImageSet) -> DeviceLoader:
-        return DeviceLoader(data, EVAL_BATCH, self.device, self.ckpt["mean"], self.ckpt["std"])
+        """Evaluation batches as the run's own validation saw them (centre crops for a pretrained model)."""
+        return DeviceLoader(data, eval_batch(self.ckpt.get("input_shape", self.shape)), self.device,
+                            self.ckpt["mean"], self.ckpt["std"], photo=run_photo(self.ckpt))
 
 
 def load_trained(run_dir: str | Path, device: str = "auto") -> Trained:
     ckpt = load_checkpoint(run_dir)
     cfg = ckpt["config"]
     dev = pick_device(device)
-    model = create_model(cfg["model"], num_classes=len(ckpt["classes"]), image_shape=ckpt["image_shape"],
-                         keep_prob=cfg.get("keep_prob", 1.0))
+    model = create_model(cfg["model"], num_classes=len(ckpt["classes"]),
+                         image_shape=ckpt.get("input_shape", ckpt["image_shape"]), keep_prob=cfg.get("keep_prob", 1.0),
+                         pretrained=False)  # the checkpoint holds every weight
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
@@ -87,7 +95,7 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, device: str = "au
     """Accuracy, per-class accuracy and the confusion matrix on the test split of `data`."""
     trained = load_trained(run_dir, device)
     source = data or run_data(trained.ckpt)
-    test = open_test_set(source, trained.classes, trained.shape, quiet=quiet)
+    test = open_test_set(source, trained.classes, trained.shape, quiet=quiet, fit=trained.fit)
     pred = probabilities(trained, test, tta).argmax(1)
     return {"run": str(run_dir), "data": source, "tta": trained.views(tta),
             **summarise(test.labels, pred, trained.classes)}
@@ -110,19 +118,20 @@ def format_evaluation(result: dict) -> str:
     return "\n".join(lines)
 
 
-def load_image(path: str, shape: tuple[int, int]) -> np.ndarray:
-    """Any size or mode Pillow reads -> uint8 (H, W, 3) RGB at the model's size."""
-    from PIL import Image
+def load_image(path: str, shape: tuple[int, int], fit: str = "stretch") -> np.ndarray:
+    """Any size or mode Pillow reads -> uint8 (H, W, 3) RGB at the run's stored size, decoded exactly as its
+    training images were (tenfold.data.folder.decode; `fit` as Trained.fit)."""
+    from tenfold.data.folder import decode
     try:
-        with Image.open(io.BytesIO(Path(path).read_bytes())) as im:
-            im = im.convert("RGB")
-            if (im.height, im.width) != tuple(shape):
-                im = im.resize((shape[1], shape[0]), Image.Resampling.BILINEAR, reducing_gap=3.0)
-            return np.asarray(im, dtype=np.uint8)
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
-    except Exception as e:  # Pillow's many error kinds: all mean "not an image it can read"
-        raise DataError(f"{path}: not an image Pillow can read ({e.__class__.__name__})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror or e.__class__.__name__})") from None
+    image = decode(data, tuple(shape), fit=fit)
+    if image is None:
+        raise DataError(f"{path}: not an image Pillow can read")
+    return image
 
 
 def predict_images(trained: Trained, images: list[np.ndarray], top: int = 3,

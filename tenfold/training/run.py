@@ -12,8 +12,10 @@ from tenfold.config import TrainConfig
 from tenfold.data import DeviceLoader, Splits, open_dataset
 from tenfold.data.loader import channel_stats
 from tenfold.errors import CheckpointError, ConfigError
-from tenfold.models import create_model
-from tenfold.training.callbacks import History, ProgressBar, SeedLogger
+from tenfold.data.photo import PhotoPipeline
+from tenfold.models import create_model, pretrained_cfg
+from tenfold.training.callbacks import Callback, History, ProgressBar, SeedLogger
+from tenfold.training.features import FeatureHead, FeatureLoader, feature_loaders, fit_head
 from tenfold.training.checkpoint import CHECKPOINT, Checkpointer, load_checkpoint
 from tenfold.training import cpu, distributed
 from tenfold.training.device import (cpu_has, describe, environment, pick_device, resolve_precision, rng_state,
@@ -22,10 +24,15 @@ from tenfold.training.distributed import Place
 from tenfold.training import fastpath
 from tenfold.training.fastpath import FastPath, choose
 from tenfold.kernels.build import kernel_isa
-from tenfold.training.fit import fit, grad_scaler
+from tenfold.training.fit import evaluate, fit, grad_scaler
 from tenfold.training.recipe import Lookahead, LRSchedule
 
-EVAL_BATCH = 2048  # images per evaluation batch: large, since inference keeps no activations
+EVAL_BATCH = 2048  # 32x32 images per evaluation batch: large, since inference keeps no activations
+
+
+def eval_batch(shape) -> int:
+    """Images per evaluation batch at `shape` (H, W): EVAL_BATCH's pixels, at least 16 images."""
+    return max(16, min(EVAL_BATCH, EVAL_BATCH * 32 * 32 // (shape[0] * shape[1])))
 
 
 @dataclass
@@ -51,7 +58,13 @@ def default_run_dir(config: TrainConfig) -> Path:
 
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # frozen layers stay out
-    if config.optimizer == "sgd":
+    if hasattr(model, "lr_groups") and not config.freeze:  # a pretrained net: lower rates for earlier layers
+        groups = [{"params": [p for p in params if p.requires_grad], "lr": config.lr * scale}
+                  for params, scale in model.lr_groups()]
+        kind = torch.optim.SGD if config.optimizer == "sgd" else torch.optim.Adam
+        extra = {"momentum": config.momentum, "nesterov": config.momentum > 0} if config.optimizer == "sgd" else {}
+        optimizer = kind(groups, lr=config.lr, weight_decay=config.weight_decay, **extra)
+    elif config.optimizer == "sgd":
         scale = config.bias_lr_scale  # biases learn `scale` times faster and decay as much slower (airbench)
         groups = [{"params": [p for n, p in trainable if scale == 1 or not n.endswith("bias")]}]
         if scale != 1:
@@ -81,29 +94,38 @@ def build(config: TrainConfig, quiet: bool = False, stats: tuple | None = None, 
         cpu.keep_freed_memory()
     if place:
         distributed.join(place, device)
-    data = data or open_dataset(config.data, config.val_split, config.image_size, quiet=quiet)
-    mean, std = stats or channel_stats(data.train.images)
+    cfg = pretrained_cfg(config.model)
+    photo = check_pretrained(config, cfg)
+    data = data or open_dataset(config.data, config.val_split, config.image_size, quiet=quiet, photo=photo)
+    if stats is None:  # a pretrained model keeps its own normalisation; a new one takes the data's
+        stats = (list(cfg["mean"]), list(cfg["std"])) if cfg else channel_stats(data.train.images)
+    mean, std = stats
     torch.manual_seed(config.seed)
-    model = create_model(config.model, num_classes=len(data.train.classes), image_shape=data.train.shape,
-                         keep_prob=config.keep_prob)
+    shape = (photo.input_size, photo.input_size) if photo else data.train.shape  # what the model takes
+    model = create_model(config.model, num_classes=len(data.train.classes), image_shape=shape,
+                         keep_prob=config.keep_prob, weights=config.weights)
     if hasattr(model, "init_from_data"):  # e.g. the whitening layer; a resumed run overwrites it from the checkpoint
         every = max(1, len(data.train) // WHITEN_IMAGES)  # evenly spaced: the split may be sorted by class
         sample = DeviceLoader(data.train.subset(slice(None, None, every)), WHITEN_IMAGES, torch.device("cpu"),
                               mean, std)
         model.init_from_data(next(iter(sample))[0])
     model = model.to(device, memory_format=torch.channels_last)
+    if config.freeze:  # features once, the head alone: the optimiser holds only the head's parameters
+        model.freeze(True)
     generator = torch.Generator().manual_seed(config.seed)
     precision = resolve_precision(config.precision, device)
     fast = None
     if device.type == "cpu":  # which kernels and arithmetic are fastest here, for this net at this batch
         if place is None or place.main:  # workers share the cores: rank 0 measures, all follow it
             batch = min(distributed.local_batch(config.batch_size, place.world if place else 1), len(data.train))
-            fast = choose(model, max(1, batch), data.train.shape, len(data.train.classes), precision,
+            fast = choose(model, max(1, batch), shape, len(data.train.classes), precision,
                           config.precision == "auto" and precision == "bf16", recorded)
         fast = fastpath.apply(model, distributed.from_rank0(fast)) if place else fast
         precision = fast.precision or precision
     meta = {"config": config.to_dict(), "classes": data.train.classes, "image_shape": list(data.train.shape),
             "mean": mean, "std": std, "data_source": data.source,
+            **({"photo": photo.to_dict(), "input_shape": list(shape),
+                "weights": config.weights or cfg.get("weights")} if photo else {}),
             "num_train": len(data.train), "num_val": len(data.val) if data.val is not None else 0,
             "environment": {**environment(device), "workers": place.world if place else 1, "precision": precision,
                             **({"fast_path": fast.record(), "kernel_isa": kernel_isa()} if fast else {})}}
@@ -111,16 +133,36 @@ def build(config: TrainConfig, quiet: bool = False, stats: tuple | None = None, 
                fast, busy)
 
 
+def check_pretrained(config: TrainConfig, cfg: dict | None) -> PhotoPipeline | None:
+    """The photo pipeline of a pretrained model (None for the others); ConfigError for settings that need one."""
+    if cfg is None:
+        wrong = [flag for flag, used in (("--weights", config.weights), ("--freeze", config.freeze),
+                                          ("--head-first", config.head_first)) if used]
+        if wrong:
+            raise ConfigError(f"{wrong[0]} applies to pretrained models (efficientnet_lite0), not '{config.model}'")
+        return None
+    photo = PhotoPipeline.from_cfg(cfg)
+    if config.image_size is not None and config.image_size != photo.input_size:
+        raise ConfigError(f"{config.model} takes {photo.input_size}x{photo.input_size} images (its ImageNet size); "
+                          "leave out --image-size")
+    return photo
+
+
+def run_photo(meta: dict) -> PhotoPipeline | None:
+    return PhotoPipeline(**meta["photo"]) if meta.get("photo") else None
+
+
 def loaders(run: Run, batch_size: int) -> tuple[DeviceLoader, DeviceLoader | None]:
     """The training and validation loaders; a worker's hold its shard, with its part of the global batch."""
     m, s = run.meta["mean"], run.meta["std"]
-    c, place = run.config, run.place or distributed.ALONE
+    c, place, photo = run.config, run.place or distributed.ALONE, run_photo(run.meta)
     batch_size = distributed.local_batch(batch_size, place.world)
     train = DeviceLoader(distributed.shard(run.data.train, place, equal=True), batch_size, run.device, m, s,
                          shuffle=True, augment=c.augment, crop_pad=c.translate, generator=run.generator,
-                         flip=c.flip, seed=c.seed)
-    val = (DeviceLoader(distributed.shard(run.data.val, place, equal=False), EVAL_BATCH, run.device, m, s)
-           if run.data.val is not None else None)
+                         flip=c.flip, seed=c.seed, photo=photo)
+    val = (DeviceLoader(distributed.shard(run.data.val, place, equal=False), eval_batch(run.meta.get(
+        "input_shape", run.data.val.shape)), run.device, m, s,
+                        photo=photo) if run.data.val is not None else None)
     return train, val
 
 
@@ -194,6 +236,14 @@ def train(config: TrainConfig | None = None, out: str | Path | None = None, resu
         train_loader, val_loader = loaders(run, config.batch_size)
         if not quiet:
             announce(run, run_dir, start, place)
+        fit_model, fit_precision, tta = run.model, run.precision, config.tta
+        if config.freeze or (config.head_first and start == 0):  # the backbone's features, once
+            features = frozen_features(run, train_loader, val_loader, quiet)
+            if start == 0:
+                head_first(run, *features, quiet)
+            if config.freeze:  # only the head trains, in fp32 (it is tiny)
+                train_loader, val_loader = features
+                fit_model, fit_precision, tta = FeatureHead(run.model), "fp32", 0
         train_loader.epoch = start  # the flip pattern and the schedule continue where the run stopped
         recipe = recipe_callbacks(run, len(train_loader), start, ckpt)
         scaler = grad_scaler(run.device, run.precision)
@@ -211,13 +261,13 @@ def train(config: TrainConfig | None = None, out: str | Path | None = None, resu
         if not quiet:
             writers.append(SeedLogger())
         adapt = thread_callbacks(run)
-        model = distributed.wrap(run.model, run.device, place) if place else run.model
+        model = distributed.wrap(fit_model, run.device, place) if place else fit_model
         if config.compile:
             model = torch.compile(model)  # DDP first, then compile, as PyTorch's DDP notes advise
         try:
             history = fit(model, run.optimizer, train_loader, val_loader, config.epochs,
                           [*recipe, *adapt, *(writers if main else [])], start_epoch=start, history=History(rows, run_dir),
-                          label_smoothing=config.label_smoothing, precision=run.precision, tta=config.tta,
+                          label_smoothing=config.label_smoothing, precision=fit_precision, tta=tta,
                           scaler=scaler)
         except Exception as e:
             failed = compile_error(e) if config.compile else None
@@ -235,6 +285,24 @@ def train(config: TrainConfig | None = None, out: str | Path | None = None, resu
     return history
 
 
+def head_first(run: Run, train: FeatureLoader, val: FeatureLoader | None, quiet: bool) -> None:
+    """The new head fitted to the frozen backbone's features before any epoch (deterministic: the seed's run
+    gets the same head each time); prints what it reached."""
+    loss = fit_head(run.model, train, run.config.label_smoothing)
+    if not quiet:
+        acc = f", validation accuracy {evaluate(FeatureHead(run.model), val)['accuracy']:.2%}" if val else ""
+        print(f"tenfold: new head fitted to the frozen features: training loss {loss:.2f}{acc}", file=sys.stderr)
+
+
+def frozen_features(run: Run, train: DeviceLoader, val: DeviceLoader | None, quiet: bool):
+    """`--freeze`: loaders of the backbone's features (train images and their mirrors; validation images, with
+    their mirrors when the run has test-time views)."""
+    m, s, photo = run.meta["mean"], run.meta["std"], run_photo(run.meta)
+    plain = DeviceLoader(run.data.train, eval_batch(run.meta["input_shape"]), run.device, m, s, photo=photo)
+    return feature_loaders(run.model, plain, val, train.batch_size, run.config.tta, run.precision, run.generator,
+                           quiet)
+
+
 def thread_callbacks(run: Run) -> list:
     """On a CPU, unless the thread count is fixed: fewer threads while other processes keep cores busy."""
     if run.device.type != "cpu" or run.place is not None or cpu.pinned_threads(run.config.threads) is not None:
@@ -250,11 +318,29 @@ def compile_error(e: Exception) -> ConfigError | None:
     return ConfigError(f"--compile failed on this machine ({reason}); train without it (--no-compile)")
 
 
+def finetune_suggestion(config: TrainConfig) -> str | None:
+    """For a folder of photos trained from scratch by default: a pointer to the pretrained preset."""
+    from tenfold.data.folder import photo_size
+    if config.preset is not None or config.model != TrainConfig.model:
+        return None
+    size = photo_size(config.data)
+    if size is None or min(size) <= 64:
+        return None
+    return (f"note: these look like photos ({size[1]}x{size[0]}); a net pretrained on ImageNet learns them from far "
+            f"fewer images: tenfold train --data {config.data} --preset finetune")
+
+
 def announce(run: Run, run_dir: Path, start: int, place: Place | None) -> None:
     workers = f" x {place.world} workers" if place is not None and place.world > 1 else ""
     arithmetic = "" if run.precision == "fp32" else f", {run.precision} autocast"
     compiled = ", compiled" if run.config.compile else ""
     fast = f", fast path: {run.fast.summary()}" if run.fast and run.fast.choices else ""
+    photo = run_photo(run.meta)
+    if photo is not None:  # which weights, at what size, and how they train
+        how = (" (backbone frozen: its features once, the head trained)" if run.config.freeze else
+               " (the head fitted first, then all layers)" if run.config.head_first else "")
+        fast += (f"; {photo.input_size}x{photo.input_size} crops of photos cached at {photo.stored} px, "
+                 f"weights: {run.meta['weights']}{how}")
     print(f"tenfold: {run.config.model} on {describe(run.device)}{workers}{arithmetic}{compiled}{fast}; "
           f"{len(run.data.train)} training / "
           f"{len(run.data.val) if run.data.val is not None else 0} validation images, "
@@ -263,6 +349,9 @@ def announce(run: Run, run_dir: Path, start: int, place: Place | None) -> None:
                           cpu.pinned_threads(run.config.threads) is None) if run.device.type == "cpu" else None)
     if note:
         print(note, file=sys.stderr)
+    suggestion = finetune_suggestion(run.config)
+    if suggestion and start == 0:
+        print(suggestion, file=sys.stderr)
     if run.device.type == "cpu" and run.precision != "fp32" and not cpu_has(run.precision):
         print(f"warning: this CPU has no {run.precision} units, so {run.precision} is emulated and far slower than fp32 "
               "(--precision auto picks what the hardware does best)", file=sys.stderr)
