@@ -165,6 +165,10 @@ def test_finetune_end_to_end_resumes_exactly_and_predicts(tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr
     import json
     assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(last["val_accuracy_tta"])
+    reported = run_cli("report", tmp_path / "a")
+    assert reported.returncode == 0, reported.stderr
+    html = (tmp_path / "a" / "report.html").read_text()
+    assert "pretrained weights" in html and "EfficientNet-Lite0" in html and "224x224" in html
 
 
 def test_freeze_trains_only_the_head(tmp_path):

@@ -86,7 +86,10 @@ def render(run_dir: Path, ckpt: dict, summary: dict, split: str, tta: int, image
     title = f"tenfold report: {Path(run_dir).resolve().name}"
     data_rows = [["source", ckpt.get("data_source", cfg.get("data"))], ["training images", ckpt.get("num_train")],
                  ["validation images", ckpt.get("num_val")], ["classes", ", ".join(ckpt["classes"])],
-                 ["image size", "x".join(map(str, ckpt["image_shape"]))], ["report's test-time views", tta]]
+                 ["image size", "x".join(map(str, ckpt.get("input_shape", ckpt["image_shape"])))
+                  + (f" (centre crops of photos cached at {ckpt['image_shape'][0]} px)" if ckpt.get("photo") else "")],
+                 *([["pretrained weights", ckpt["weights"]]] if ckpt.get("weights") else []),
+                 ["report's test-time views", tta]]
     body = [f"<h1>{escape(title)}</h1>",
             f'<p class="sub">{escape(cfg["model"])}{" (preset " + escape(cfg["preset"]) + ")" if cfg.get("preset") else ""}'
             f" &middot; {escape(str(Path(run_dir).resolve()))} &middot; written "

@@ -13,6 +13,7 @@ from tenfold.errors import DataError
 from tenfold.fileio import atomic_open, atomic_write_text
 from tenfold.report import plots
 from tenfold.report.html import render
+from tenfold.training.run import run_photo
 from tenfold.training.infer import Trained, load_trained, probabilities, run_data, summarise
 
 GRID_IMAGES = 12  # images in the prediction grid (4 rows of 3)
@@ -35,7 +36,8 @@ def pick_split(trained: Trained, data: str | None, splits: Splits | None, quiet:
     source = run_data(trained.ckpt)
     if splits is None:
         cfg = trained.ckpt["config"]
-        splits = open_dataset(source, cfg.get("val_split", 0.1), cfg.get("image_size"), quiet=quiet)
+        splits = open_dataset(source, cfg.get("val_split", 0.1), cfg.get("image_size"), quiet=quiet,
+                              photo=run_photo(trained.ckpt))
     if splits.test is not None:
         return relabel(splits.test, trained.classes, trained.shape), f"the test split of {source}"
     if splits.val is not None:
