@@ -57,7 +57,7 @@ def timed_run(args: list[str], home: Path) -> tuple[float, str]:
 
 def accuracy(log: str) -> str:
     last = [line for line in log.splitlines() if line.startswith("Epoch")][-1]
-    return last.split("Validation Accuracy:")[1].strip()
+    return last.split("Validation Accuracy:")[1].split()[0]
 
 
 def main() -> None:
