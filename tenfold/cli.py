@@ -153,19 +153,21 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
     from tenfold.errors import DataError
-    from tenfold.training.infer import load_image, load_trained, predict_images
+    from tenfold.training.infer import image_files, load_image, load_trained, predict_images
 
     if args.top < 1:
         raise TenfoldError(f"--top must be at least 1, got {args.top}")
     trained = load_trained(args.run_dir, args.device)
     images, names, failed = [], [], 0
-    for path in args.images:
+    for path, explicit in image_files(args.images):
         try:
             images.append(load_image(path, trained.shape, trained.fit))
             names.append(path)
-        except DataError as e:
-            print(f"error: {e}", file=sys.stderr)
-            failed += 1
+        except DataError as e:  # a file named on the command line is an error; one found in a folder, a skip
+            print(f"{'error' if explicit else 'warning: skipped'}: {e}", file=sys.stderr)
+            failed += explicit
+    if not images and not failed:
+        raise DataError(f"no images to predict in {' '.join(args.images)}")
     results = predict_images(trained, images, args.top, args.tta) if images else []
     if args.json:
         print(json.dumps([{"image": n, "top": [{"class": c, "probability": p} for c, p in r]}
