@@ -133,6 +133,22 @@ def evaluate(run, data: str | None = None, device: str = "auto") -> EvalResult:
                       judged.split, judged)
 
 
+def image_list(images) -> list:
+    """`predict`'s argument as a list of paths and arrays: one image is one image, whatever its size; an
+    (N, H, W, C) array or a list of images is several. ConfigError for anything else."""
+    if isinstance(images, (str, Path)):
+        return [images]
+    if isinstance(images, (list, tuple)) and images and all(isinstance(r, (list, tuple)) for r in images):
+        images = np.asarray(images)  # nested lists of numbers: one array
+    if isinstance(images, np.ndarray) or hasattr(images, "__array__") or hasattr(images, "__array_interface__"):
+        array = np.asarray(images)   # numpy arrays, torch tensors, PIL images
+        return list(array) if array.ndim == 4 else [array]
+    if isinstance(images, (list, tuple)) and images:
+        return [i if isinstance(i, (str, Path)) else np.asarray(i) for i in images]
+    raise ConfigError(f"predict takes an image file path, an image array (H, W, 3), a PIL image, an (N, H, W, 3) "
+                      f"array or a list of these; got {type(images).__name__}")
+
+
 def predict(run, images, device: str = "auto", tta: int | None = None) -> Predictions:
     """Probabilities for `images`: a file path, an image array, or a list of them; an (N, H, W, C) array is N
     images. Arrays are (H, W), (H, W, 3) or (H, W, 4), uint8 in 0-255 or float in [0, 1], any size: each is
@@ -142,11 +158,7 @@ def predict(run, images, device: str = "auto", tta: int | None = None) -> Predic
     from tenfold.data import ImageSet
 
     trained = load_trained(run_path(run), device)
-    if isinstance(images, (str, Path)):
-        images = [images]
-    elif isinstance(images, np.ndarray) or hasattr(images, "__array__"):
-        images = np.asarray(images)
-        images = list(images) if images.ndim == 4 else [images]  # one image is one image, whatever its size
+    images = image_list(images)
     names = [str(i) if isinstance(i, (str, Path)) else f"image {n}" for n, i in enumerate(images)]
     arrays = []
     for name, item in zip(names, images):

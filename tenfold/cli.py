@@ -109,7 +109,9 @@ def restarted_worker(args) -> bool:
 
 def launch_workers(args, flags: dict) -> bool:
     """Start the workers and wait for them; False when one process on its own is the better way (one device)."""
-    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # before torch loads: no C++ warnings for each worker
+    # before torch loads: no C++ log lines from each worker (a worker that fails makes its peers' Gloo log an
+    # error too); the launcher reports each worker's own error in one line
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
     from tenfold.config import TrainConfig
     from tenfold.training import launch
     from tenfold.training.checkpoint import load_checkpoint
@@ -169,11 +171,12 @@ def cmd_predict(args) -> int:
     if not images and not failed:
         raise DataError(f"no images to predict in {' '.join(args.images)}")
     results = predict_images(trained, images, args.top, args.tta) if images else []
+    from tenfold.data.folder import printable
     if args.json:
-        print(json.dumps([{"image": n, "top": [{"class": c, "probability": p} for c, p in r]}
+        print(json.dumps([{"image": printable(n), "top": [{"class": c, "probability": p} for c, p in r]}
                           for n, r in zip(names, results)], indent=2))
     for name, top in zip(names, results) if not args.json else []:
-        print(f"{name}: " + "  ".join(f"{c} {p:.1%}" for c, p in top))
+        print(f"{printable(name)}: " + "  ".join(f"{c} {p:.1%}" for c, p in top))
     return EXIT_ERROR if failed else 0
 
 

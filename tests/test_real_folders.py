@@ -236,3 +236,63 @@ def test_python_predict_takes_one_array_as_one_image(run_dir):
         predict(run_dir / "run", img.astype(np.float32))
     with pytest.raises(ConfigError, match="shape"):
         predict(run_dir / "run", np.zeros((5, 5, 7), np.uint8))
+
+
+def test_names_that_are_not_utf8_and_odd_names(tmp_path):
+    tree = make_tree(tmp_path / "d", classes=("cat", "dog"), n=3)
+    os.rename(bytes(tree / "train" / "dog"), bytes(tree / "train") + b"/d\xffg")   # a Latin-1 name, not UTF-8
+    (tree / "train" / "cat" / "bad\nname.png").write_bytes(b"")
+    result = run_cli("train", "--data", tree, "--epochs", 1, "--out", tmp_path / "r")
+    assert result.returncode == 0, result.stderr
+    assert "train/cat/bad\\nname.png (empty file)" in result.stderr  # on one line
+
+
+def test_a_split_linked_to_another_is_walked_too(tmp_path):
+    root = make_tree(tmp_path / "d", classes=("cat", "dog"), n=5, splits=("train", "val"))
+    os.symlink("val", root / "test")                                 # `ln -s val test`
+    data = open_dataset(str(root), quiet=True)
+    assert len(data.train) == 10 and len(data.val) == 10 and len(data.test) == 10
+
+
+def test_links_to_an_ancestor_in_a_tar_are_loops_not_classes(tmp_path):
+    root = make_tree(tmp_path / "I", classes=("cat", "dog"), n=3)
+    os.symlink(".", root / "train" / "dog" / "loop")
+    os.symlink("..", root / "train" / "dog" / "up")
+    os.symlink("/nonexistent/x.png", root / "train" / "cat" / "dangling.png")
+    folder = open_dataset(str(root), val_split=0.0, quiet=True)
+    subprocess.run(["tar", "-C", str(root), "-czf", str(tmp_path / "I.tgz"), "."], check=True)
+    archive = open_dataset(str(tmp_path / "I.tgz"), val_split=0.0, quiet=True)
+    assert len(folder.train) == len(archive.train) == 6
+    assert np.array_equal(folder.train.labels, archive.train.labels)
+    from tenfold.data import folder as folder_module
+    files, dirs = folder_module.list_source(tmp_path / "I.tgz")
+    assert "broken link" in decode(files["train/cat/dangling.png"])
+
+
+def test_a_thumbnail_first_does_not_shrink_the_photos(tmp_path):
+    tree = make_tree(tmp_path / "d", classes=("cat", "dog"), n=3, size=(640, 480), fmt="jpg")
+    class_image(0, 99, (16, 16)).save(tree / "train" / "cat" / "!thumb.png")
+    assert open_dataset(str(tree), val_split=0.0, quiet=True).train.shape == (64, 64)
+
+
+def test_sixteen_bit_images_keep_their_brightness_order():
+    values = [255, 256, 1000, 65535]
+    got = [decode(png_bytes(Image.frombytes("I;16", (2, 2), np.full(4, v, "<u2").tobytes())))[0, 0, 0]
+           for v in values]
+    assert got == sorted(got) and got[0] <= 1 and got[-1] == 255
+
+
+def test_a_readme_beside_the_class_folders_does_not_move_the_root(tmp_path):
+    make_tree(tmp_path / "L" / "images", classes=("cat", "dog"), n=3, splits=("",))
+    (tmp_path / "L" / "README.md").write_text("# my photos")
+    data = open_dataset(str(tmp_path / "L"), val_split=0.0, quiet=True)
+    assert data.train.classes == ["cat", "dog"]
+
+
+def test_python_predict_takes_pil_images_and_refuses_others_in_one_line(run_dir):
+    from tenfold.api import predict
+    assert len(predict(run_dir / "run", class_image(1, 5)).probabilities) == 1
+    assert len(predict(run_dir / "run", np.asarray(class_image(1, 5)).tolist()).probabilities) == 1
+    for bad in (None, 5):
+        with pytest.raises(ConfigError, match="predict takes"):
+            predict(run_dir / "run", bad)

@@ -39,7 +39,7 @@ register_plugins()
 
 def read(src) -> bytes | Skip:
     """The bytes of `src` (bytes already, or a path), or why they cannot be had."""
-    if isinstance(src, bytes):
+    if isinstance(src, (bytes, Skip)):
         return src
     path = Path(src)
     try:
@@ -60,6 +60,9 @@ def why_not(data: bytes, error: Exception) -> Skip:
         return Skip("an HTML or XML page, not an image")
     if data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1"):
         return Skip("a HEIC/HEIF photo: pip install pillow-heif to read it")
+    from PIL import Image
+    if isinstance(error, Image.DecompressionBombError):
+        return Skip("too large to decode safely (over Pillow's pixel limit)")
     text = str(error).lower()
     if "truncated" in text or isinstance(error, (EOFError, SyntaxError)) or "broken" in text:
         return Skip("truncated or damaged")
@@ -83,7 +86,9 @@ def to_rgb(im):
         im = ImageOps.exif_transpose(im)
     if im.mode in WIDE_INT_MODES:
         a = np.asarray(im).astype(np.int64)
-        top = 65535 if a.max(initial=0) > 255 else 255    # 16-bit data, or 8-bit values in a wide container
+        # 16-bit images are 16-bit data; a 32-bit 'I' image may hold 8- or 16-bit values (TIFF, PGM): its range
+        top = 65535 if im.mode != "I" or 255 < a.max(initial=0) <= 65535 else 255 if a.max(initial=0) <= 255 \
+            else int(a.max())
         im = Image.fromarray(((a.clip(0, top) * 255 + top // 2) // top).astype(np.uint8), "L")
     elif im.mode == "F":
         a = np.nan_to_num(np.asarray(im, dtype=np.float64))

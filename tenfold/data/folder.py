@@ -67,7 +67,8 @@ def cache_key(path: Path, size: Size | None, default_size: int, as_test: bool, f
             for name in sorted(filenames) + [d + "/" for d in dirnames]:
                 full = os.path.join(root, name)
                 st = os.stat(full) if os.path.exists(full) else os.lstat(full)  # a dangling link: the link's own
-                h.update(f"{os.path.relpath(os.path.join(root, name), path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                h.update(f"{os.path.relpath(full, path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode(
+                    "utf-8", "surrogateescape"))  # names that are not UTF-8 (old Windows zips) hash as their bytes
     else:
         with open(path, "rb") as f:
             h.update(hashlib.file_digest(f, "sha256").digest())
@@ -106,18 +107,21 @@ def keep(rel: str) -> bool:
     return not any(p.startswith(".") or p == "__MACOSX" for p in parts)
 
 
-def walk(path: Path):
-    """os.walk through symbolic links to folders, each real folder once (a link to an ancestor is no loop),
-    in sorted order."""
-    seen = set()
-    for root, dirnames, filenames in os.walk(path, followlinks=True):
-        real = os.path.realpath(root)
-        if real in seen:
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames.sort()
-        yield root, [d for d in dirnames if os.path.realpath(os.path.join(root, d)) not in seen], filenames
+def walk(path: Path, ancestors: frozenset = frozenset()):
+    """(folder, sub-folders, files) top-down in sorted order, through symbolic links to folders; a link back to
+    one of its own ancestors (a loop) is not entered. Two links to one folder are both walked: `test -> val` is
+    a split of its own."""
+    real = os.path.realpath(path)
+    try:
+        entries = sorted(os.scandir(path), key=lambda e: e.name)
+    except OSError:
+        return
+    ancestors = ancestors | {real}
+    dirnames = [e.name for e in entries if e.is_dir() and os.path.realpath(e.path) not in ancestors]
+    filenames = [e.name for e in entries if not e.is_dir()]  # dangling links too: named as skipped later
+    yield str(path), dirnames, filenames
+    for d in dirnames:
+        yield from walk(Path(path) / d, ancestors)
 
 
 def list_folder(path: Path) -> tuple[dict[str, object], set[str]]:
@@ -154,6 +158,8 @@ def list_tar(path: Path) -> tuple[dict[str, object], set[str]]:
                     target = link_folder(name, src[1], files, dirs)
                     if target is None:
                         files[name] = link_target(tar, src[1])
+                    elif target == "":
+                        del files[name]
                     else:  # a link to a folder inside the archive: its files appear under the link's name too
                         del files[name]
                         dirs.add(name)
@@ -171,16 +177,20 @@ def link_folder(name: str, member: tarfile.TarInfo, files: dict, dirs: set[str])
     target = member_name(posixpath.join(posixpath.dirname(name), member.linkname))
     if target is None or not (target in dirs or any(f.startswith(target + "/") for f in files)):
         return None
+    if name == target or name.startswith(target + "/"):  # a link to itself or an ancestor: a loop, not entered
+        return ""
     return target
 
 
-def link_target(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
-    """The bytes a link member points at inside the archive; b'' (named as an empty file) when it points out."""
+def link_target(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes | Skip:
+    """The bytes a link member points at inside the archive; a Skip when it points outside or at nothing."""
     try:
         f = tar.extractfile(member)
-        return f.read() if f is not None else b""
+        if f is not None:
+            return f.read()
     except (KeyError, tarfile.TarError, OSError):
-        return b""
+        pass
+    return Skip("broken link (its target is not in the archive)")
 
 
 def list_zip(path: Path) -> tuple[dict[str, object], set[str]]:
@@ -270,6 +280,8 @@ def class_root(files: dict[str, object], spec: str) -> str:
     """For `<root>/<class>/...` trees: the deepest folder that holds every file's folder; when every file sits
     directly in that folder, it is the only class (and its parent the root)."""
     parents = {posixpath.dirname(f) for f in files}
+    if len(parents) > 1:
+        parents.discard("")  # a README or labels.csv beside the class folders does not move the root
     if not files or parents == {""}:
         raise DataError(f"{spec}: no images in train/<class>/ or <class>/ folders "
                         "(put each class's images in a folder named after the class)")
@@ -339,21 +351,20 @@ def tick(bar, decoded: list) -> list:
     return decoded
 
 
-def first_shape(items: list) -> Size | None:
-    for src in items[:100]:
-        shape = shown_size(src)
-        if shape:
-            return shape
-    return None
+def sample_shapes(items: list, n: int = 64) -> list[Size]:
+    """The shown (H, W) of up to `n` images spread over `items` (headers only)."""
+    step = max(1, len(items) // n)
+    return [shape for shape in map(shown_size, items[::step][:n]) if shape]
 
 
 def decode_all(items: list, size: Size | None, default_size: int, spec: str, fit: str = "stretch",
                progress: bool = False) -> list:
     """At `size`; else the images' own size when they share one up to LARGE px (CIFAR-10, MNIST), LARGE x LARGE
     for larger photos, default_size for small ones of mixed sizes. One pass in the common cases."""
-    guess = first_shape(items) if size is None else None
-    if size is None and guess is not None and max(guess) > LARGE:
-        size = (LARGE, LARGE)
+    shapes = sample_shapes(items) if size is None else []
+    if size is None and sum(max(shape) > LARGE for shape in shapes) * 2 >= max(1, len(shapes)) and shapes:
+        size = (LARGE, LARGE)  # mostly photos: a thumbnail among them does not make them small
+    guess = shapes[0] if shapes else None
     if size is not None:
         return parallel_decode(items, size, fit=fit, progress=progress)
     guess = guess or (default_size, default_size)
@@ -367,16 +378,22 @@ def decode_all(items: list, size: Size | None, default_size: int, spec: str, fit
     return arrays
 
 
+def printable(name: str) -> str:
+    """A file name fit for one line of a terminal: control characters escaped, undecodable bytes replaced."""
+    name = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in name)
+
+
 def skipped_note(spec: str, skipped: list[str], total: int) -> str:
     """'SPEC: skipped 3 of 23 files: a.jpg (empty file), ...' naming the first MAX_NAMED."""
-    named = ", ".join(skipped[:MAX_NAMED]) + (f" and {len(skipped) - MAX_NAMED} more" if len(skipped) > MAX_NAMED else "")
+    named = ", ".join(printable(x) for x in skipped[:MAX_NAMED]) + (f" and {len(skipped) - MAX_NAMED} more" if len(skipped) > MAX_NAMED else "")
     return f"{spec}: skipped {len(skipped)} of {total} file(s) that are not usable images: {named}"
 
 
 def decode_splits(layout: Layout, size: Size | None, default_size: int, spec: str,
                   quiet: bool, fit: str = "stretch") -> tuple[dict[str, ImageSet], list[str], int]:
     """Decode every split at one size (see decode_all); (splits, skipped 'name (why)' entries, files seen)."""
-    members = [m for split in layout.values() for ms in split.values() for m in ms]
+    members = [m for split in layout.values() for c in sorted(split) for m in split[c]]
     arrays = decode_all([src for _, src in members], size, default_size, spec, fit, progress=not quiet)
     skipped = [f"{rel} ({why})" for (rel, _), why in zip(members, arrays) if isinstance(why, Skip)]
     if len(skipped) == len(arrays):
@@ -390,7 +407,8 @@ def decode_splits(layout: Layout, size: Size | None, default_size: int, spec: st
             got = [a for a in arrays[i:i + len(by_class[c])] if isinstance(a, np.ndarray)]
             i += len(by_class[c])
             if not got:
-                raise DataError(f"{spec}: no image of class '{split}/{c}' could be decoded")
+                why = [f"{rel} ({a})" for (rel, _), a in zip(by_class[c], arrays[i - len(by_class[c]):i])][:2]
+                raise DataError(f"{spec}: no file of class '{c}' ({split}) is a usable image: {', '.join(why)}")
             xs.extend(got)
             ys.extend([c] * len(got))
         classes = sorted(by_class) if split != "train" else train_classes

@@ -124,7 +124,8 @@ def load_image(path: str, shape: tuple[int, int], fit: str = "stretch") -> np.nd
     from tenfold.data.decode import Skip, decode
     image = decode(Path(path), tuple(shape), fit=fit)
     if isinstance(image, Skip):
-        raise DataError(f"{path}: {'not an image Pillow can read' if image.startswith('not an image') else image}")
+        from tenfold.data.folder import printable
+        raise DataError(f"{printable(str(path))}: {'not an image Pillow can read' if image.startswith('not an image') else image}")
     return image
 
 

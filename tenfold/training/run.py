@@ -320,7 +320,8 @@ def compile_error(e: Exception) -> ConfigError | None:
 
 def image_size(run: Run) -> str:
     """', images at 64x64 (--image-size N to change)' for a folder trained from scratch; '' otherwise."""
-    if run_photo(run.meta) is not None or run.data.source == "cifar10" or run.data.train.shape == (32, 32):
+    from tenfold.data.cifar10 import is_cifar10_archive
+    if run_photo(run.meta) is not None or run.data.source == "cifar10" or is_cifar10_archive(run.config.data):
         return ""
     h, w = run.data.train.shape
     return f", images at {h}x{w}" + (" (--image-size N to change)" if run.config.image_size is None else "")
