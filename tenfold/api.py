@@ -133,18 +133,44 @@ def evaluate(run, data: str | None = None, device: str = "auto") -> EvalResult:
                       judged.split, judged)
 
 
+def image_list(images) -> list:
+    """`predict`'s argument as a list of paths and arrays: one image is one image, whatever its size; an
+    (N, H, W, C) array or a list of images is several. ConfigError for anything else."""
+    if isinstance(images, (str, Path)):
+        return [images]
+    if isinstance(images, (list, tuple)) and images and all(isinstance(r, (list, tuple)) for r in images):
+        images = np.asarray(images)  # nested lists of numbers: one array
+    if isinstance(images, np.ndarray) or hasattr(images, "__array__") or hasattr(images, "__array_interface__"):
+        array = np.asarray(images)   # numpy arrays, torch tensors, PIL images
+        return list(array) if array.ndim == 4 else [array]
+    if isinstance(images, (list, tuple)) and images:
+        return [i if isinstance(i, (str, Path)) else np.asarray(i) for i in images]
+    raise ConfigError(f"predict takes an image file path, an image array (H, W, 3), a PIL image, an (N, H, W, 3) "
+                      f"array or a list of these; got {type(images).__name__}")
+
+
 def predict(run, images, device: str = "auto", tta: int | None = None) -> Predictions:
-    """Probabilities for `images`: file paths, or uint8 arrays (H, W, 3) / one (N, H, W, 3) array."""
+    """Probabilities for `images`: a file path, an image array, or a list of them; an (N, H, W, C) array is N
+    images. Arrays are (H, W), (H, W, 3) or (H, W, 4), uint8 in 0-255 or float in [0, 1], any size: each is
+    resized exactly as a file would be. ConfigError (one line) for anything else."""
+    from tenfold.data.decode import from_array
     from tenfold.training.infer import load_image, load_trained, probabilities
     from tenfold.data import ImageSet
 
     trained = load_trained(run_path(run), device)
-    if isinstance(images, (str, Path)):
-        images = [images]
+    images = image_list(images)
     names = [str(i) if isinstance(i, (str, Path)) else f"image {n}" for n, i in enumerate(images)]
-    arrays = np.stack([load_image(str(i), trained.shape, trained.fit) if isinstance(i, (str, Path)) else np.asarray(i, np.uint8)
-                       for i in images])
-    if arrays.shape[1:] != (*trained.shape, 3):
-        raise ConfigError(f"images are {arrays.shape[1:]}, the model expects {(*trained.shape, 3)} uint8 RGB")
+    arrays = []
+    for name, item in zip(names, images):
+        if isinstance(item, (str, Path)):
+            arrays.append(load_image(str(item), trained.shape, trained.fit))
+            continue
+        try:
+            arrays.append(from_array(item, trained.shape, trained.fit))
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{name}: {e}") from None
+    if not arrays:
+        raise ConfigError("no images given to predict")
+    arrays = np.stack(arrays)
     data = ImageSet(arrays, np.zeros(len(arrays), dtype=np.int64), trained.classes)
     return Predictions(arrays, probabilities(trained, data, tta), trained.classes, names)

@@ -109,7 +109,9 @@ def restarted_worker(args) -> bool:
 
 def launch_workers(args, flags: dict) -> bool:
     """Start the workers and wait for them; False when one process on its own is the better way (one device)."""
-    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # before torch loads: no C++ warnings for each worker
+    # before torch loads: no C++ log lines from each worker (a worker that fails makes its peers' Gloo log an
+    # error too); the launcher reports each worker's own error in one line
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
     from tenfold.config import TrainConfig
     from tenfold.training import launch
     from tenfold.training.checkpoint import load_checkpoint
@@ -153,25 +155,28 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
     from tenfold.errors import DataError
-    from tenfold.training.infer import load_image, load_trained, predict_images
+    from tenfold.training.infer import image_files, load_image, load_trained, predict_images
 
     if args.top < 1:
         raise TenfoldError(f"--top must be at least 1, got {args.top}")
     trained = load_trained(args.run_dir, args.device)
     images, names, failed = [], [], 0
-    for path in args.images:
+    for path, explicit in image_files(args.images):
         try:
             images.append(load_image(path, trained.shape, trained.fit))
             names.append(path)
-        except DataError as e:
-            print(f"error: {e}", file=sys.stderr)
-            failed += 1
+        except DataError as e:  # a file named on the command line is an error; one found in a folder, a skip
+            print(f"{'error' if explicit else 'warning: skipped'}: {e}", file=sys.stderr)
+            failed += explicit
+    if not images and not failed:
+        raise DataError(f"no images to predict in {' '.join(args.images)}")
     results = predict_images(trained, images, args.top, args.tta) if images else []
+    from tenfold.data.folder import printable
     if args.json:
-        print(json.dumps([{"image": n, "top": [{"class": c, "probability": p} for c, p in r]}
+        print(json.dumps([{"image": printable(n), "top": [{"class": c, "probability": p} for c, p in r]}
                           for n, r in zip(names, results)], indent=2))
     for name, top in zip(names, results) if not args.json else []:
-        print(f"{name}: " + "  ".join(f"{c} {p:.1%}" for c, p in top))
+        print(f"{printable(name)}: " + "  ".join(f"{c} {p:.1%}" for c, p in top))
     return EXIT_ERROR if failed else 0
 
 

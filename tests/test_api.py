@@ -46,8 +46,8 @@ def test_api_errors_are_tenfold_errors(tree, tmp_path):
     run = train(str(tree), epochs=1, out=str(tmp_path / "run"), quiet=True)
     with pytest.raises(ConfigError, match="only epochs=, device=, precision=, compile=, threads= may"):
         train(resume=run, epochs=2, lr=0.1)
-    with pytest.raises(ConfigError, match="expects"):
-        predict(run, np.zeros((2, 16, 16, 3), np.uint8))
+    with pytest.raises(ConfigError, match="image 0: an image array must be"):
+        predict(run, np.zeros((2, 16, 16, 5), np.uint8))
 
 
 def test_importing_tenfold_does_not_import_torch():

@@ -64,7 +64,7 @@ def test_bad_data(tmp_path):
     (broken / "x.jpg").write_bytes(b"not a jpeg")
     cases["undecodable"] = tmp_path / "b"
     words = {"missing": ["no such file"], "corrupt": ["corrupt"], "truncated": ["cut.tar.gz"],
-             "empty class": ["owl", "no images"], "undecodable": ["none of the 1 image files"]}
+             "empty class": ["owl", "no images"], "undecodable": ["none of the 1 files", "not an image"]}
     for name, path in cases.items():
         result = run_cli("train", "--data", path, "--epochs", "1", "--out", tmp_path / name.replace(" ", "-"))
         assert_one_line_error(result, *words[name])

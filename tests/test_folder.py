@@ -81,14 +81,19 @@ def test_undecodable_images_are_skipped_with_a_count(tmp_path, capsys):
     (tree / "train" / "dog" / "notes.txt").write_text("not an image, not counted")
     splits = open_dataset(str(tree), val_split=0.0)
     assert len(splits.train) == 15
-    assert "skipped 2 of 17 image file(s)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "skipped 3 of 18 file(s)" in err  # judged by content: the .txt is looked at, and named
+    assert "train/cat/broken.jpg (" in err and "train/dog/empty.png (empty file)" in err
+    assert "train/dog/notes.txt (not an image" in err
+    open_dataset(str(tree), val_split=0.0)     # cached: the same names again
+    assert "train/dog/empty.png (empty file)" in capsys.readouterr().err
 
 
 def test_nothing_decodable_is_an_error(tmp_path):
     d = tmp_path / "d" / "train" / "cat"
     d.mkdir(parents=True)
     (d / "a.png").write_bytes(b"junk")
-    with pytest.raises(DataError, match="none of the 1 image files could be decoded"):
+    with pytest.raises(DataError, match="none of the 1 files in class folders is an image"):
         open_dataset(str(tmp_path / "d"))
 
 
@@ -147,5 +152,8 @@ def test_hold_out_is_the_last_fraction_of_each_class():
     train, val = hold_out(data, 0.2)
     assert val.images[:, 0, 0, 0].tolist() == [16, 17, 18, 19]
     assert len(train) == 16
-    with pytest.raises(DataError, match="too few"):
-        hold_out(data.subset(np.arange(6)), 0.9)
+    small = data.subset(np.arange(6))                      # 3 images a class
+    train, val = hold_out(small, 0.9)                      # one image of each class is left to train on
+    assert sorted(train.labels.tolist()) == [0, 1] and len(val) == 4
+    train, val = hold_out(small, 0.1)                      # 0.1 of 3 rounds to none: one is held out all the same
+    assert sorted(val.labels.tolist()) == [0, 1] and len(train) == 4

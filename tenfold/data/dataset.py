@@ -1,6 +1,7 @@
 """One entry point for every data source: `open_dataset(spec)` -> Splits of uint8 arrays."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,8 @@ class Splits:
 
 
 def hold_out(data: ImageSet, fraction: float) -> tuple[ImageSet, ImageSet | None]:
-    """Deterministic validation split: the last `fraction` of each class, in source order.
+    """Deterministic validation split: the last `fraction` of each class, in source order, and at least one image
+    of every class that has two or more (so a small class still shows up in validation).
 
     For CIFAR-10 at 0.1 that is 45,000 train / 5,000 validation, 500 of each class.
     """
@@ -46,15 +48,22 @@ def hold_out(data: ImageSet, fraction: float) -> tuple[ImageSet, ImageSet | None
     train_idx, val_idx = [], []
     for c in range(len(data.classes)):
         idx = np.flatnonzero(data.labels == c)
-        n_val = int(round(len(idx) * fraction))
-        if n_val >= len(idx):
-            raise DataError(f"class '{data.classes[c]}' has {len(idx)} image(s): too few to hold out "
-                            f"{fraction:.0%} for validation (lower --val-split or add images)")
+        n_val = min(max(1, int(round(len(idx) * fraction))), len(idx) - 1)  # one at least; one left to train on
         train_idx.append(idx[: len(idx) - n_val])
         val_idx.append(idx[len(idx) - n_val:])
     train_idx = np.sort(np.concatenate(train_idx))
     val_idx = np.sort(np.concatenate(val_idx))
     return data.subset(train_idx), (data.subset(val_idx) if len(val_idx) else None)
+
+
+def check_trainable(splits: "Splits", spec: str, fraction: float, quiet: bool) -> None:
+    """Refuse data that cannot give a meaningful model (one class); say so when nothing could be held out."""
+    if len(splits.train.classes) < 2:
+        found = f"only '{splits.train.classes[0]}'" if splits.train.classes else "none"
+        raise DataError(f"{spec}: a classifier needs at least 2 classes (class folders); found {found}")
+    if splits.val is None and fraction > 0 and not quiet:  # --val-split 0 asked for none: no news
+        print(f"warning: {spec}: no validation images (every class has a single image, so none could be held "
+              "out); validation accuracy will read n/a (add a val/ folder or more images)", file=sys.stderr)
 
 
 def is_cifar10(spec: str) -> bool:
@@ -85,7 +94,9 @@ def open_dataset(spec: str, val_split: float = 0.1, image_size: int | None = Non
     val = parts.get("val")
     if val is None:
         train, val = hold_out(train, val_split)
-    return Splits(train, val, parts.get("test"), source=str(Path(spec).resolve()))
+    splits = Splits(train, val, parts.get("test"), source=str(Path(spec).resolve()))
+    check_trainable(splits, spec, val_split if "val" not in parts else 1.0, quiet)
+    return splits
 
 
 def open_test_set(spec: str, classes: list[str], shape: tuple[int, int], quiet: bool = False,

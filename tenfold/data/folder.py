@@ -6,8 +6,8 @@ source's content, so a second run starts in well under a second.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
+import posixpath
 import sys
 import tarfile
 import zipfile
@@ -18,12 +18,12 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from tenfold.data.dataset import ImageSet
+from tenfold.data.decode import Skip, decode, shown_size
 from tenfold.errors import DataError
 from tenfold.fileio import atomic_open, tenfold_home
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 Size = tuple[int, int]  # (height, width)
 
 
@@ -41,15 +41,20 @@ def load(spec: str, size: Size | None, default_size: int = 32, quiet: bool = Fal
         raise DataError(f"{spec}: no such file or folder")
     key = cache_key(path, size, default_size, as_test, fit)
     cache = tenfold_home() / "datasets" / f"{key}.npz"
+    cached = None
     if cache.is_file():
         try:
-            return read_cache(cache)
+            cached = read_cache(cache)
         except Exception:  # numpy/zipfile raise many kinds for a damaged file: rebuild, never trust it
             cache.unlink(missing_ok=True)
-    files, dirs = list_source(path)
-    layout = find_layout(files, dirs, spec, as_test)
-    parts = decode_splits(layout, size, default_size, spec, quiet, fit)
-    write_cache(cache, parts)
+    if cached is None:
+        files, dirs = list_source(path)
+        layout = find_layout(files, dirs, spec, as_test)
+        cached = decode_splits(layout, size, default_size, spec, quiet, fit)
+        write_cache(cache, *cached)
+    parts, skipped, total = cached
+    if skipped and not quiet:  # on every run, cached or not: the user should know what was left out
+        warn(skipped_note(spec, skipped, total))
     return parts
 
 
@@ -57,18 +62,20 @@ def cache_key(path: Path, size: Size | None, default_size: int, as_test: bool, f
     """A digest of the source's bytes (archives) or of every file's name, size and mtime (folders)."""
     h = hashlib.sha256(f"v{CACHE_VERSION} {size} {default_size} {as_test} {fit}".encode())
     if path.is_dir():
-        for root, dirnames, filenames in sorted(os.walk(path)):
+        for root, dirnames, filenames in sorted(walk(path)):
             dirnames.sort()
             for name in sorted(filenames) + [d + "/" for d in dirnames]:
-                st = os.stat(os.path.join(root, name))
-                h.update(f"{os.path.relpath(os.path.join(root, name), path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                full = os.path.join(root, name)
+                st = os.stat(full) if os.path.exists(full) else os.lstat(full)  # a dangling link: the link's own
+                h.update(f"{os.path.relpath(full, path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode(
+                    "utf-8", "surrogateescape"))  # names that are not UTF-8 (old Windows zips) hash as their bytes
     else:
         with open(path, "rb") as f:
             h.update(hashlib.file_digest(f, "sha256").digest())
     return h.hexdigest()[:32]
 
 
-# --- listing the source: {relative posix path: bytes or a reader} and the set of folders ---------------
+# --- listing the source: {relative posix path: bytes or a path} and the set of folders -----------------
 
 def list_source(path: Path) -> tuple[dict[str, object], set[str]]:
     if path.is_dir():
@@ -86,14 +93,42 @@ def list_source(path: Path) -> tuple[dict[str, object], set[str]]:
     raise DataError(f"{path}: not a folder, .tar, .tar.gz or .zip of images")
 
 
+def member_name(raw: str) -> str | None:
+    """An archive member's path as a posix path relative to the archive's root: Windows backslashes become
+    slashes, './' and '/' prefixes and 'a/./b' spellings go; None for the root itself and for '..' escapes."""
+    name = posixpath.normpath(raw.replace("\\", "/")).lstrip("/")
+    if name in ("", ".") or name.split("/")[0] == "..":
+        return None
+    return name
+
+
 def keep(rel: str) -> bool:
     parts = PurePosixPath(rel).parts
     return not any(p.startswith(".") or p == "__MACOSX" for p in parts)
 
 
+def walk(path: Path, ancestors: frozenset = frozenset()):
+    """(folder, sub-folders, files) top-down in sorted order, through symbolic links to folders; a link back to
+    one of its own ancestors (a loop) is not entered. Two links to one folder are both walked: `test -> val` is
+    a split of its own."""
+    real = os.path.realpath(path)
+    try:
+        entries = sorted(os.scandir(path), key=lambda e: e.name)
+    except OSError:
+        return
+    ancestors = ancestors | {real}
+    dirnames = [e.name for e in entries if e.is_dir() and os.path.realpath(e.path) not in ancestors]
+    filenames = [e.name for e in entries if not e.is_dir()]  # dangling links too: named as skipped later
+    yield str(path), dirnames, filenames
+    for d in dirnames:
+        yield from walk(Path(path) / d, ancestors)
+
+
 def list_folder(path: Path) -> tuple[dict[str, object], set[str]]:
+    """Every file below `path`, through symbolic links to folders (each real folder once: no loops); a dangling
+    link is listed too, to be named as skipped."""
     files, dirs = {}, set()
-    for root, dirnames, filenames in os.walk(path):
+    for root, dirnames, filenames in walk(path):
         rel_root = Path(root).relative_to(path).as_posix()
         for d in dirnames:
             dirs.add(d if rel_root == "." else f"{rel_root}/{d}")
@@ -109,16 +144,53 @@ def list_tar(path: Path) -> tuple[dict[str, object], set[str]]:
     try:
         with tarfile.open(path) as tar:
             for m in tar:  # one pass: a .tar.gz can only be read in order
-                name = m.name.strip("/").removeprefix("./")
-                if not keep(name):
+                name = member_name(m.name)
+                if name is None or not keep(name):
                     continue
                 if m.isdir():
                     dirs.add(name)
                 elif m.isfile():
                     files[name] = tar.extractfile(m).read()
+                elif m.issym() or m.islnk():  # a link inside the archive: its target's bytes, once read
+                    files[name] = ("link", m)
+            for name, src in list(files.items()):
+                if isinstance(src, tuple):
+                    target = link_folder(name, src[1], files, dirs)
+                    if target is None:
+                        files[name] = link_target(tar, src[1])
+                    elif target == "":
+                        del files[name]
+                    else:  # a link to a folder inside the archive: its files appear under the link's name too
+                        del files[name]
+                        dirs.add(name)
+                        files.update({f"{name}/{f[len(target) + 1:]}": b for f, b in list(files.items())
+                                      if f.startswith(target + "/") and not isinstance(b, tuple)})
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise DataError(f"{path}: corrupt or truncated archive ({e.__class__.__name__})") from None
     return files, dirs | parent_dirs(files)
+
+
+def link_folder(name: str, member: tarfile.TarInfo, files: dict, dirs: set[str]) -> str | None:
+    """The archive folder a symbolic-link member points at, or None when it points at a file or outside."""
+    if not member.issym():
+        return None
+    target = member_name(posixpath.join(posixpath.dirname(name), member.linkname))
+    if target is None or not (target in dirs or any(f.startswith(target + "/") for f in files)):
+        return None
+    if name == target or name.startswith(target + "/"):  # a link to itself or an ancestor: a loop, not entered
+        return ""
+    return target
+
+
+def link_target(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes | Skip:
+    """The bytes a link member points at inside the archive; a Skip when it points outside or at nothing."""
+    try:
+        f = tar.extractfile(member)
+        if f is not None:
+            return f.read()
+    except (KeyError, tarfile.TarError, OSError):
+        pass
+    return Skip("broken link (its target is not in the archive)")
 
 
 def list_zip(path: Path) -> tuple[dict[str, object], set[str]]:
@@ -126,10 +198,10 @@ def list_zip(path: Path) -> tuple[dict[str, object], set[str]]:
     try:
         with zipfile.ZipFile(path) as z:
             for info in z.infolist():
-                name = info.filename.strip("/")
-                if not keep(name):
+                name = member_name(info.filename)
+                if name is None or not keep(name):
                     continue
-                if info.is_dir():
+                if info.is_dir() or info.filename.endswith("\\"):
                     dirs.add(name)
                 else:
                     files[name] = z.read(info)
@@ -144,105 +216,98 @@ def parent_dirs(files) -> set[str]:
 
 # --- layout: which files belong to which split and class ------------------------------------------------
 
-def find_layout(files: dict[str, object], dirs: set[str], spec: str,
-                as_test: bool) -> dict[str, dict[str, list]]:
-    """{split: {class: [source, ...]}}; the root is the shallowest folder holding train/ (or test/)."""
-    images = {f: src for f, src in files.items() if PurePosixPath(f).suffix.lower() in IMAGE_EXTENSIONS}
-    root = split_root(dirs, "test" if as_test else "train")
-    if as_test and root is None and split_root(dirs, "train") is not None:
+Layout = dict[str, dict[str, list[tuple[str, object]]]]  # {split: {class: [(relative path, source), ...]}}
+
+
+def find_layout(files: dict[str, object], dirs: set[str], spec: str, as_test: bool) -> Layout:
+    """Every file in a class folder, judged later by its content, not its name. The root is the shallowest
+    folder holding train/ (test/ for a test set; any capitalisation, val/valid/validation alike), else the folder
+    whose sub-folders are the classes. Files in nested folders belong to their class folder."""
+    root = split_root(dirs, "test" if as_test else "train", spec)
+    if as_test and root is None and split_root(dirs, "train", spec) is not None:
         raise DataError(f"{spec}: has train/ but no test/ split; give a folder with test/<class>/* "
                         "or one of <class>/* folders")
     if root is not None:
-        split_dirs = {alias: f"{root}{alias}" for alias in SPLIT_NAMES}
+        splits = split_dirs(dirs, root, spec)
     else:
-        root = class_root(images)  # no train/: the folder's subfolders are the classes
-        if root is None:
-            raise DataError(f"{spec}: no images in train/<class>/ or <class>/ folders")
-        split_dirs = {"test" if as_test else "train": root.rstrip("/")}
-    layout: dict[str, dict[str, list]] = {}
-    for alias, sdir in split_dirs.items():
-        if sdir != "" and sdir not in dirs:
-            continue
+        base = class_root(files, spec)
+        splits = {"test" if as_test else "train": base}
+    layout: Layout = {}
+    for split, sdir in splits.items():
         prefix = f"{sdir}/" if sdir else ""
-        classes = sorted(d[len(prefix):] for d in dirs if d.startswith(prefix) and "/" not in d[len(prefix):])
-        split = SPLIT_NAMES.get(alias, alias)
-        by_class = {c: sorted(f for f in images if f.startswith(f"{prefix}{c}/")) for c in classes}
+        classes = sorted({rel[len(prefix):].split("/")[0] for rel in list(files) + list(dirs)
+                          if rel.startswith(prefix) and "/" in rel[len(prefix):]} |
+                         {d[len(prefix):] for d in dirs if d.startswith(prefix) and "/" not in d[len(prefix):]})
+        by_class = {c: sorted((f, files[f]) for f in files if f.startswith(f"{prefix}{c}/")) for c in classes}
         for c, members in by_class.items():
             if not members:
                 raise DataError(f"{spec}: class folder '{prefix}{c}' holds no images")
         if by_class:
-            layout[split] = {c: [images[f] for f in members] for c, members in by_class.items()}
+            layout[split] = by_class
     if not layout:
         raise DataError(f"{spec}: no class folders with images found")
     return layout
 
 
-def split_root(dirs: set[str], split: str) -> str | None:
-    """'' or 'some/prefix/' for the shallowest folder named `split` (e.g. 'train'), else None."""
-    hits = sorted((d for d in dirs if PurePosixPath(d).name == split), key=lambda d: d.count("/"))
+def split_root(dirs: set[str], split: str, spec: str) -> str | None:
+    """'' or 'some/prefix' for the shallowest folder named `split` (any capitalisation), else None. Two at the
+    same depth under different parents (a/train, b/train) are refused: which one is meant cannot be guessed."""
+    hits = [d for d in dirs if SPLIT_NAMES.get(PurePosixPath(d).name.lower()) == split]
     if not hits:
         return None
-    parent = str(PurePosixPath(hits[0]).parent)
-    return "" if parent == "." else parent + "/"
+    depth = min(d.count("/") for d in hits)
+    parents = sorted({str(PurePosixPath(d).parent) for d in hits if d.count("/") == depth})
+    if len(parents) > 1:
+        raise DataError(f"{spec}: several dataset roots hold {split}/ ({', '.join(p + '/' for p in parents[:3])}); "
+                        "point --data at one of them")
+    return "" if parents[0] == "." else parents[0]
 
 
-def class_root(images: dict[str, object]) -> str | None:
-    """For `<root>/<class>/<file>` trees: the root, if every image sits one folder below it."""
-    parents = {str(PurePosixPath(f).parent.parent) for f in images if "/" in f}
-    if len(parents) != 1 or any("/" not in f for f in images):
-        return None
-    parent = parents.pop()
-    return "" if parent == "." else parent + "/"
+def split_dirs(dirs: set[str], root: str, spec: str) -> dict[str, str]:
+    """{split: its folder} for the split folders directly under `root`."""
+    found: dict[str, str] = {}
+    for d in sorted(dirs):
+        parent, name = posixpath.split(d)
+        split = SPLIT_NAMES.get(name.lower())
+        if parent == root and split:
+            if split in found:
+                raise DataError(f"{spec}: both {found[split]}/ and {d}/ look like the {split} split; keep one")
+            found[split] = d
+    return found
+
+
+def class_root(files: dict[str, object], spec: str) -> str:
+    """For `<root>/<class>/...` trees: the deepest folder that holds every file's folder; when every file sits
+    directly in that folder, it is the only class (and its parent the root)."""
+    parents = {posixpath.dirname(f) for f in files}
+    if len(parents) > 1:
+        parents.discard("")  # a README or labels.csv beside the class folders does not move the root
+    if not files or parents == {""}:
+        raise DataError(f"{spec}: no images in train/<class>/ or <class>/ folders "
+                        "(put each class's images in a folder named after the class)")
+    common = posixpath.commonpath(sorted(parents)) if "" not in parents else ""
+    if parents == {common}:  # one folder of images: a single class
+        return posixpath.dirname(common)
+    return common
 
 
 def photo_size(spec: str) -> Size | None:
-    """(H, W) of the first image file in folder `spec` (archives: None, they are not read twice)."""
+    """(H, W), as shown, of the first image in folder `spec` (archives: None, they are not read twice)."""
     path = Path(spec)
     if not path.is_dir():
         return None
-    for root, dirnames, filenames in os.walk(path):
-        dirnames.sort()
+    for root, dirnames, filenames in walk(path):
         for f in sorted(filenames):
-            if Path(f).suffix.lower() in IMAGE_EXTENSIONS and keep(f):
-                shape = first_shape([Path(root) / f])
-                if shape:
-                    return shape
+            shape = shown_size(Path(root) / f) if keep(f) else None
+            if shape:
+                return shape
     return None
 
 
 # --- decoding --------------------------------------------------------------------------------------------
 
-def read_bytes(src) -> bytes:
-    return src if isinstance(src, bytes) else Path(src).read_bytes()
-
-
-def decode(src, size: Size | None, only: Size | None = None, fit: str = "stretch"):
-    """uint8 (H, W, 3) RGB resized to `size` if given; None if it does not decode. The EXIF orientation is applied
-    first, so the pixels stand as a photo viewer shows them. `fit="crop"`: the shorter side to `size`, then the
-    centre (aspect ratio kept).
-
-    With `only`, an image of another size is not decoded: its (H, W) comes back instead, to be redone.
-    """
-    from PIL import Image, ImageOps
-    try:
-        with Image.open(io.BytesIO(read_bytes(src))) as im:
-            own = (im.height, im.width)
-            if only is not None and own != only:
-                return own
-            if fit == "crop" and size is not None:
-                scale = max(size[0] / im.height, size[1] / im.width)  # JPEG: decode at a reduced scale first
-                im.draft("RGB", (max(1, int(im.width * scale)), max(1, int(im.height * scale))))
-                im = ImageOps.exif_transpose(im).convert("RGB")
-                im = ImageOps.fit(im, (size[1], size[0]), Image.Resampling.BILINEAR, centering=(0.5, 0.5))
-                return np.asarray(im, dtype=np.uint8)
-            if size is not None and own != size:
-                im.draft("RGB", (size[1], size[0]))  # JPEG: decode at a reduced scale first, much faster
-                im = im.convert("RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR, reducing_gap=3.0)
-            else:
-                im = im.convert("RGB")
-            return np.asarray(im, dtype=np.uint8)
-    except Exception:  # Pillow raises many kinds for bad files; each just means "skip this one"
-        return None
+LARGE = 64        # photos larger than this (either side) default to LARGE x LARGE for a net trained from scratch
+MAX_NAMED = 5     # skipped files named in the warning (then a count)
 
 
 def decode_chunk(args) -> list:
@@ -286,52 +351,64 @@ def tick(bar, decoded: list) -> list:
     return decoded
 
 
-def first_shape(items: list) -> Size | None:
-    from PIL import Image
-    for src in items[:100]:
-        try:
-            with Image.open(io.BytesIO(read_bytes(src))) as im:
-                return im.height, im.width
-        except Exception:
-            continue
-    return None
+def sample_shapes(items: list, n: int = 64) -> list[Size]:
+    """The shown (H, W) of up to `n` images spread over `items` (headers only)."""
+    step = max(1, len(items) // n)
+    return [shape for shape in map(shown_size, items[::step][:n]) if shape]
 
 
 def decode_all(items: list, size: Size | None, default_size: int, spec: str, fit: str = "stretch",
                progress: bool = False) -> list:
-    """One pass when the images share a size (the common case); a second only for those that differ."""
+    """At `size`; else the images' own size when they share one up to LARGE px (CIFAR-10, MNIST), LARGE x LARGE
+    for larger photos, default_size for small ones of mixed sizes. One pass in the common cases."""
+    shapes = sample_shapes(items) if size is None else []
+    if size is None and sum(max(shape) > LARGE for shape in shapes) * 2 >= max(1, len(shapes)) and shapes:
+        size = (LARGE, LARGE)  # mostly photos: a thumbnail among them does not make them small
+    guess = shapes[0] if shapes else None
     if size is not None:
         return parallel_decode(items, size, fit=fit, progress=progress)
-    guess = first_shape(items) or (default_size, default_size)
-    arrays = parallel_decode(items, None, only=guess)
-    if all(a is None or isinstance(a, np.ndarray) for a in arrays):
+    guess = guess or (default_size, default_size)
+    arrays = parallel_decode(items, None, only=guess, progress=progress)
+    if not any(type(a) is tuple for a in arrays):
         return arrays  # uniform: every image kept its own size
     target = (default_size, default_size)
-    redo = [i for i, a in enumerate(arrays) if isinstance(a, tuple) or (isinstance(a, np.ndarray) and guess != target)]
+    redo = [i for i, a in enumerate(arrays) if type(a) is tuple or (isinstance(a, np.ndarray) and guess != target)]
     for i, a in zip(redo, parallel_decode([items[i] for i in redo], target)):
         arrays[i] = a
     return arrays
 
 
-def decode_splits(layout: dict, size: Size | None, default_size: int, spec: str,
-                  quiet: bool, fit: str = "stretch") -> dict[str, ImageSet]:
-    """Decode every split at one size: `size`, else the images' own if uniform, else default_size."""
-    all_src = [s for split in layout.values() for members in split.values() for s in members]
-    arrays = decode_all(all_src, size, default_size, spec, fit, progress=not quiet)
-    skipped = sum(a is None for a in arrays)
-    if skipped == len(arrays):
-        raise DataError(f"{spec}: none of the {len(all_src)} image files could be decoded")
-    if skipped and not quiet:
-        warn(f"{spec}: skipped {skipped} of {len(all_src)} image file(s) that could not be decoded")
+def printable(name: str) -> str:
+    """A file name fit for one line of a terminal: control characters escaped, undecodable bytes replaced."""
+    name = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in name)
+
+
+def skipped_note(spec: str, skipped: list[str], total: int) -> str:
+    """'SPEC: skipped 3 of 23 files: a.jpg (empty file), ...' naming the first MAX_NAMED."""
+    named = ", ".join(printable(x) for x in skipped[:MAX_NAMED]) + (f" and {len(skipped) - MAX_NAMED} more" if len(skipped) > MAX_NAMED else "")
+    return f"{spec}: skipped {len(skipped)} of {total} file(s) that are not usable images: {named}"
+
+
+def decode_splits(layout: Layout, size: Size | None, default_size: int, spec: str,
+                  quiet: bool, fit: str = "stretch") -> tuple[dict[str, ImageSet], list[str], int]:
+    """Decode every split at one size (see decode_all); (splits, skipped 'name (why)' entries, files seen)."""
+    members = [m for split in layout.values() for c in sorted(split) for m in split[c]]
+    arrays = decode_all([src for _, src in members], size, default_size, spec, fit, progress=not quiet)
+    skipped = [f"{rel} ({why})" for (rel, _), why in zip(members, arrays) if isinstance(why, Skip)]
+    if len(skipped) == len(arrays):
+        raise DataError(f"{spec}: none of the {len(arrays)} files in class folders is an image tenfold can decode "
+                        f"({', '.join(skipped[:3])})")
     train_classes = sorted(layout.get("train", layout.get("test", {})))
     parts, i = {}, 0
     for split, by_class in layout.items():
         xs, ys = [], []
         for c in sorted(by_class):
-            got = [a for a in arrays[i:i + len(by_class[c])] if a is not None]
+            got = [a for a in arrays[i:i + len(by_class[c])] if isinstance(a, np.ndarray)]
             i += len(by_class[c])
             if not got:
-                raise DataError(f"{spec}: no image of class '{split}/{c}' could be decoded")
+                why = [f"{rel} ({a})" for (rel, _), a in zip(by_class[c], arrays[i - len(by_class[c]):i])][:2]
+                raise DataError(f"{spec}: no file of class '{c}' ({split}) is a usable image: {', '.join(why)}")
             xs.extend(got)
             ys.extend([c] * len(got))
         classes = sorted(by_class) if split != "train" else train_classes
@@ -342,13 +419,13 @@ def decode_splits(layout: dict, size: Size | None, default_size: int, spec: str,
             classes = train_classes
         labels = np.array([classes.index(c) for c in ys], dtype=np.int64)
         parts[split] = ImageSet(np.stack(xs), labels, classes)
-    return parts
+    return parts, skipped, len(arrays)
 
 
 # --- cache -----------------------------------------------------------------------------------------------
 
-def write_cache(path: Path, parts: dict[str, ImageSet]) -> None:
-    arrays = {}
+def write_cache(path: Path, parts: dict[str, ImageSet], skipped: list[str], total: int) -> None:
+    arrays = {"skipped": np.array(skipped, dtype=str), "total": np.array(total)}
     for split, data in parts.items():
         arrays[f"{split}_x"], arrays[f"{split}_y"] = data.images, data.labels
         arrays[f"{split}_classes"] = np.array(data.classes)
@@ -356,7 +433,8 @@ def write_cache(path: Path, parts: dict[str, ImageSet]) -> None:
         np.savez(f, **arrays)
 
 
-def read_cache(path: Path) -> dict[str, ImageSet]:
+def read_cache(path: Path) -> tuple[dict[str, ImageSet], list[str], int]:
     with np.load(path, allow_pickle=False) as z:
         splits = {k[:-2] for k in z.files if k.endswith("_x")}
-        return {s: ImageSet(z[f"{s}_x"], z[f"{s}_y"], [str(c) for c in z[f"{s}_classes"]]) for s in splits}
+        parts = {s: ImageSet(z[f"{s}_x"], z[f"{s}_y"], [str(c) for c in z[f"{s}_classes"]]) for s in splits}
+        return parts, [str(x) for x in z["skipped"]], int(z["total"])

@@ -119,19 +119,35 @@ def format_evaluation(result: dict) -> str:
 
 
 def load_image(path: str, shape: tuple[int, int], fit: str = "stretch") -> np.ndarray:
-    """Any size or mode Pillow reads -> uint8 (H, W, 3) RGB at the run's stored size, decoded exactly as its
-    training images were (tenfold.data.folder.decode; `fit` as Trained.fit)."""
-    from tenfold.data.folder import decode
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot be read ({e.strerror or e.__class__.__name__})") from None
-    image = decode(data, tuple(shape), fit=fit)
-    if image is None:
-        raise DataError(f"{path}: not an image Pillow can read")
+    """Any image file Pillow reads -> uint8 (H, W, 3) RGB at the run's stored size, decoded exactly as its
+    training images were (tenfold.data.decode; `fit` as Trained.fit). DataError naming why not."""
+    from tenfold.data.decode import Skip, decode
+    image = decode(Path(path), tuple(shape), fit=fit)
+    if isinstance(image, Skip):
+        from tenfold.data.folder import printable
+        raise DataError(f"{printable(str(path))}: {'not an image Pillow can read' if image.startswith('not an image') else image}")
     return image
+
+
+def image_files(args: list[str]) -> list[tuple[str, bool]]:
+    """What `tenfold predict` was given, as (image path, named explicitly): files as they are; a folder: every file
+    in it and its sub-folders, sorted (non-images among them are skipped with a warning, not an error); a glob
+    pattern the shell left alone: its matches, sorted. DataError for a pattern that matches nothing."""
+    import glob
+    out = []
+    for arg in args:
+        path = Path(arg)
+        if path.is_dir():
+            out += [(str(p), False) for p in sorted(path.rglob("*")) if (p.is_file() or p.is_symlink()) and
+                    not any(part.startswith(".") for part in p.relative_to(path).parts)]
+        elif not path.exists() and glob.has_magic(arg):
+            matches = sorted(glob.glob(arg, recursive=True))
+            if not matches:
+                raise DataError(f"{arg}: no file matches this pattern")
+            out += [(m, True) for m in matches if not Path(m).is_dir()]
+        else:
+            out.append((arg, True))
+    return out
 
 
 def predict_images(trained: Trained, images: list[np.ndarray], top: int = 3,

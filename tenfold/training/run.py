@@ -318,6 +318,15 @@ def compile_error(e: Exception) -> ConfigError | None:
     return ConfigError(f"--compile failed on this machine ({reason}); train without it (--no-compile)")
 
 
+def image_size(run: Run) -> str:
+    """', images at 64x64 (--image-size N to change)' for a folder trained from scratch; '' otherwise."""
+    from tenfold.data.cifar10 import is_cifar10_archive
+    if run_photo(run.meta) is not None or run.data.source == "cifar10" or is_cifar10_archive(run.config.data):
+        return ""
+    h, w = run.data.train.shape
+    return f", images at {h}x{w}" + (" (--image-size N to change)" if run.config.image_size is None else "")
+
+
 def finetune_suggestion(config: TrainConfig) -> str | None:
     """For a folder of photos trained from scratch by default: a pointer to the pretrained preset."""
     from tenfold.data.folder import photo_size
@@ -344,7 +353,7 @@ def announce(run: Run, run_dir: Path, start: int, place: Place | None) -> None:
     print(f"tenfold: {run.config.model} on {describe(run.device)}{workers}{arithmetic}{compiled}{fast}; "
           f"{len(run.data.train)} training / "
           f"{len(run.data.val) if run.data.val is not None else 0} validation images, "
-          f"{len(run.data.train.classes)} classes; run directory {run_dir}", file=sys.stderr)
+          f"{len(run.data.train.classes)} classes{image_size(run)}; run directory {run_dir}", file=sys.stderr)
     note = (cpu.busy_note(torch.get_num_threads(), run.busy, cpu.usable_cores(),
                           cpu.pinned_threads(run.config.threads) is None) if run.device.type == "cpu" else None)
     if note:
