@@ -7,8 +7,36 @@ EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
 
 
 class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, no abbreviated options (`--epoch` is not `--epochs`: a typo must not pass
+    for another flag) and a "did you mean" for a near miss."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # one line and exit 2, instead of argparse's usage dump
-        self.exit(EXIT_USAGE, f"error: {message} (see '{self.prog} --help')\n")
+        self.exit(EXIT_USAGE, f"error: {message}{self.suggestion(message)} (see '{self.prog} --help')\n")
+
+    def suggestion(self, message: str) -> str:
+        import difflib
+        if not message.startswith("unrecognized arguments:"):
+            return ""
+        known = sorted(set(options(self)))
+        for word in message.split(":", 1)[1].split():
+            flag = word.split("=", 1)[0]
+            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.75) if flag.startswith("--") else []
+            if close:
+                return f"; did you mean {close[0]}?"
+        return ""
+
+
+def options(parser: argparse.ArgumentParser):
+    """Every --long option of `parser` and of its sub-commands."""
+    for action in parser._actions:
+        yield from (o for o in action.option_strings if o.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from options(sub)
 
 
 def positive_int(text: str) -> int:

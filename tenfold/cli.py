@@ -74,6 +74,10 @@ def cmd_train(args) -> int:
     from tenfold.config import TrainConfig
 
     flags = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if getattr(args, k, None) is not None}
+    resolved = os.environ.get(WORKER_CONFIG) if "RANK" in os.environ else None
+    if resolved:  # a launched worker: the launcher's resolved configuration, exactly, not a re-spelling of flags
+        flags = {k: v for k, v in TrainConfig.from_dict(json.loads(resolved)).to_dict().items()
+                 if k in RESUME_SETTINGS or not args.resume}
     if (args.devices is not None or args.max_restarts is not None) and "RANK" not in os.environ:
         if launch_workers(args, flags):  # the launcher's side; its workers run this command without these flags
             return 0
@@ -83,17 +87,23 @@ def cmd_train(args) -> int:
         args.resume, args.out = args.out, None
     if args.resume:
         ignored = sorted(set(flags) - set(RESUME_SETTINGS))
-        if (ignored or args.out) and not restarted and os.environ.get("RANK", "0") == "0":  # one warning, not N
+        if (ignored or args.out) and not restarted and not resolved and os.environ.get("RANK", "0") == "0":
             print(f"warning: --resume keeps the run's settings; ignoring "
                   f"{', '.join('--' + f.replace('_', '-') for f in ignored + (['out'] if args.out else []))}",
                   file=sys.stderr)
         train(resume=args.resume, quiet=args.quiet, report=args.report, tensorboard=args.tensorboard,
               **resume_flags(flags))
+    elif resolved:
+        train(TrainConfig.from_dict(json.loads(resolved)), out=args.out, quiet=args.quiet, report=args.report,
+              tensorboard=args.tensorboard)
     else:
         from tenfold.presets import preset_config
         train(preset_config(args.preset), out=args.out, quiet=args.quiet, report=args.report,
               tensorboard=args.tensorboard, **{k: v for k, v in flags.items() if k != "preset"})
     return 0
+
+
+WORKER_CONFIG = "TENFOLD_WORKER_CONFIG"  # the launcher's resolved TrainConfig, as JSON, for its workers
 
 
 def resume_flags(flags: dict) -> dict:
@@ -258,8 +268,17 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
             "cloud": cloud_cli.run_command, "models": cmd_models, "presets": cmd_presets}
 
 
+SIGNALLED: list[int] = []  # the signals that arrived: an error they caused mid-write still exits 130/143
+
+
 def terminated(signum, frame):
+    SIGNALLED.append(signum)
     raise Terminated()
+
+
+def interrupted(signum, frame):
+    SIGNALLED.append(signum)
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,20 +293,28 @@ def main(argv: list[str] | None = None) -> int:
             make_parser().error(f"put the command to run after --: tenfold cloud run [NAME] -- {' '.join(args.remote)}")
         args.remote = remote
     signal.signal(signal.SIGTERM, terminated)  # a stop (spot notice, shutdown) ends like Ctrl-C: nothing half-written
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, interrupted)
     try:
         return COMMANDS[args.command](args)
     except Terminated:
-        say("terminated" + (" (finished epochs are saved; continue with --resume RUN_DIR)"
-                            if args.command == "train" else ""))
+        say("terminated" + resume_hint(args))
         return EXIT_TERMINATED
     except TenfoldError as e:
+        if SIGNALLED:
+            stopped = SIGNALLED[0] == signal.SIGTERM
+            say(("terminated" if stopped else "\ninterrupted") + resume_hint(args))
+            return EXIT_TERMINATED if stopped else EXIT_INTERRUPTED
         say(f"error: {e}", str(e))
         return EXIT_ERROR
     except KeyboardInterrupt:
-        hint = " (finished epochs are saved; continue with --resume RUN_DIR)" if args.command == "train" else ""
-        say(f"\ninterrupted{hint}")
+        say(f"\ninterrupted{resume_hint(args)}")
         return EXIT_INTERRUPTED
     except Exception as e:  # a bug or an environment fault: still one line, traceback on request
+        if SIGNALLED:  # a signal interrupted a write (torch's zip writer turns it into RuntimeError): still a stop
+            stopped = SIGNALLED[0] == signal.SIGTERM
+            say(("terminated" if stopped else "\ninterrupted") + resume_hint(args))
+            return EXIT_TERMINATED if stopped else EXIT_INTERRUPTED
         if os.environ.get("TENFOLD_DEBUG"):
             raise
         first = str(e).splitlines()[0] if str(e) else ""
@@ -296,6 +323,20 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     finally:  # past this point there is nothing to save: a late SIGTERM (a launcher stopping its workers) just ends us
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if signal.getsignal(signal.SIGINT) is interrupted:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def resume_hint(args) -> str:
+    """After Ctrl-C or SIGTERM in `tenfold train`: the real command to continue, when an epoch was saved."""
+    if args.command != "train" or "tenfold.training.run" not in sys.modules:
+        return ""
+    active = sys.modules["tenfold.training.run"].ACTIVE
+    if not active.get("run_dir"):
+        return ""
+    if not active.get("saved"):
+        return f" (no epoch of {active['run_dir']} was finished, so nothing was saved)"
+    return f" (finished epochs are saved; continue with: tenfold train --resume {active['run_dir']})"
 
 
 def say(line: str, cause: str | None = None) -> None:

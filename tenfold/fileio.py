@@ -51,6 +51,35 @@ def fsync_dir(path: str | os.PathLike) -> None:
             os.close(fd)
 
 
+STALE_TEMP = ".*.tmp"  # what atomic_open leaves behind when a process is killed mid-write
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, what: str = "run") -> Iterator[None]:
+    """Hold an exclusive lock on `run_dir` (created if need be) for the block's life: a second process gets
+    a one-line ConfigError at once. The kernel drops the lock when its holder dies, so a killed run's lock is never
+    stale. Temporary files a killed writer left in `run_dir` are removed on taking it."""
+    import fcntl
+    from tenfold.errors import ConfigError
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise ConfigError(f"{run_dir} is in use by another tenfold {what} (pid {holder}); wait for it to end, "
+                              "or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        for stale in run_dir.glob(STALE_TEMP):  # ours would be open; a dead writer's are garbage
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        yield
+    finally:
+        os.close(fd)
+
+
 def tenfold_home() -> Path:
     """The cache folder: $TENFOLD_HOME, else ~/.cache/tenfold."""
     home = os.environ.get("TENFOLD_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "tenfold")

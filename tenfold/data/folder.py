@@ -51,7 +51,11 @@ def load(spec: str, size: Size | None, default_size: int = 32, quiet: bool = Fal
         files, dirs = list_source(path)
         layout = find_layout(files, dirs, spec, as_test)
         cached = decode_splits(layout, size, default_size, spec, quiet, fit)
-        write_cache(cache, *cached)
+        try:
+            write_cache(cache, *cached)
+        except OSError as e:  # a full disk costs the next run its head start, not this run
+            warn(f"could not cache the decoded images in {cache.parent} ({e.strerror or e}); the next run "
+                 "decodes them again")
     parts, skipped, total = cached
     if skipped and not quiet:  # on every run, cached or not: the user should know what was left out
         warn(skipped_note(spec, skipped, total))

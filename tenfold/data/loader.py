@@ -43,7 +43,7 @@ class DeviceLoader:
         self.photo = photo  # a pretrained model's crops (tenfold.data.photo) instead of shifts and flips
 
     def __len__(self) -> int:
-        return (len(self.labels) + self.batch_size - 1) // self.batch_size
+        return len(self.batches(len(self.labels)))
 
     @property
     def num_images(self) -> int:
@@ -56,12 +56,20 @@ class DeviceLoader:
             pattern = torch.Generator().manual_seed(self.seed * 100_003 + (self.epoch + 1) // 2)  # one per pair
             self.mask = flip_mask(n, self.epoch, torch.rand(n, generator=pattern) < 0.5).to(self.device)
         order = torch.randperm(n, generator=self.generator).to(self.device) if self.shuffle else None
-        for start in range(0, n, self.batch_size):
+        for start, end in self.batches(n):
             if order is None:
-                idx = torch.arange(start, min(start + self.batch_size, n), device=self.device)
+                idx = torch.arange(start, end, device=self.device)
             else:
-                idx = order[start:start + self.batch_size]
+                idx = order[start:end]
             yield self.gather(idx), self.labels.index_select(0, idx)
+
+    def batches(self, n: int) -> list[tuple[int, int]]:
+        """(start, end) of each batch. In training, a last batch of a single image joins the one before: BatchNorm
+        cannot normalise one image (PyTorch raises for BatchNorm1d), and its gradient would be noise."""
+        bounds = [(start, min(start + self.batch_size, n)) for start in range(0, n, self.batch_size)]
+        if self.shuffle and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+            bounds[-2:] = [(bounds[-2][0], n)]
+        return bounds
 
     def gather(self, idx: torch.Tensor) -> torch.Tensor:
         """prepare(images[idx]); on the CPU in one pass of tenfold's kernel, when there is one."""

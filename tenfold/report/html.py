@@ -54,9 +54,13 @@ def cards(ckpt: dict, summary: dict, split: str) -> str:
     history = ckpt["history"]
     last = history[-1]
     val = [r["val_accuracy"] for r in history if not math.isnan(r.get("val_accuracy", math.nan))]
+    tta = "val_accuracy_tta" in last
     items = [(percent(summary["accuracy"]), f"accuracy on {summary['images']:,} images"),
-             (percent(last.get("val_accuracy_tta", last.get("val_accuracy"))), "final validation accuracy"),
-             (percent(max(val)) if val else "n/a", "best validation accuracy"),
+             (percent(last.get("val_accuracy")), "final validation accuracy"),
+             *([(percent(last["val_accuracy_tta"]), "final validation accuracy, with test-time augmentation")]
+               if tta else []),
+             (percent(max(val)) if val else "n/a", "best validation accuracy (of the epochs, without test-time "
+                                                   "augmentation)" if tta else "best validation accuracy"),
              (str(ckpt["epoch"]), "epochs"),
              (f"{sum(r['seconds'] for r in history):,.1f} s", "training time, all epochs"),
              (f"{sum(r['images_per_s'] for r in history) / len(history):,.0f}", "images/s (mean)")]

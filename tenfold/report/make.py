@@ -30,10 +30,12 @@ class Judged:
 
 
 def pick_split(trained: Trained, data: str | None, splits: Splits | None, quiet: bool) -> tuple[ImageSet, str]:
-    """--data's test split; else the run's own test split; else its validation split (as held out in training)."""
-    if data is not None:
-        return open_test_set(data, trained.classes, trained.shape, quiet=quiet), f"the test split of {data}"
+    """--data's test split (or all its images, in class folders); else, and also when --data is the run's own data,
+    the run's test split; else its validation split as held out in training. Never images the run trained on."""
     source = run_data(trained.ckpt)
+    if data is not None and not same_path(data, source):
+        return (open_test_set(data, trained.classes, trained.shape, quiet=quiet, fit=trained.fit),
+                f"the test split of {data}")
     if splits is None:
         cfg = trained.ckpt["config"]
         splits = open_dataset(source, cfg.get("val_split", 0.1), cfg.get("image_size"), quiet=quiet,
@@ -46,9 +48,17 @@ def pick_split(trained: Trained, data: str | None, splits: Splits | None, quiet:
                     "with test images")
 
 
-def judge(trained: Trained, data: str | None = None, splits: Splits | None = None, quiet: bool = False) -> Judged:
+def same_path(a: str, b: str) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except (OSError, RuntimeError):
+        return a == b
+
+
+def judge(trained: Trained, data: str | None = None, splits: Splits | None = None, quiet: bool = False,
+          tta: int | None = None) -> Judged:
     images, split = pick_split(trained, data, splits, quiet)
-    probs = probabilities(trained, images)
+    probs = probabilities(trained, images, tta)
     return Judged(images, split, probs, summarise(images.labels, probs.argmax(1), trained.classes))
 
 

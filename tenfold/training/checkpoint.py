@@ -69,6 +69,17 @@ def write_json(path: Path, obj: dict) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def save_error(run_dir: Path, epoch: int, e: Exception) -> CheckpointError:
+    """One line for a checkpoint that could not be written; the last one saved is untouched (atomic writes)."""
+    import errno
+    reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:120]
+    if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "unexpected pos" in str(e) or "space" in str(e):
+        reason = f"no space left on the device: {reason}"
+    then = (f"then: tenfold train --resume {run_dir} (it continues after epoch {epoch - 1})" if epoch > 1 else
+            "then start the run again")
+    return CheckpointError(f"could not save epoch {epoch} to {run_dir} ({reason}); free space, {then}")
+
+
 class Checkpointer(Callback):
     """After every epoch: checkpoint.pt first (the truth), then history.csv derived from it."""
 
@@ -80,14 +91,21 @@ class Checkpointer(Callback):
         self.history = list(history)
 
     def on_train_begin(self, logs):
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.run_dir / "config.json", self.meta)
-        atomic_write_text(self.run_dir / "history.csv", history_csv(self.history))
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_json(self.run_dir / "config.json", self.meta)
+            atomic_write_text(self.run_dir / "history.csv", history_csv(self.history))
+        except OSError as e:
+            raise save_error(self.run_dir, len(self.history) + 1, e) from None
 
     def on_epoch_end(self, epoch, logs):
         self.history.append(dict(logs))
         state = {**self.meta, "epoch": epoch, "history": self.history,
                  "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "rng": self.rng_state(), **(self.extra() if self.extra else {})}
-        save_checkpoint(self.run_dir / CHECKPOINT, state)
-        atomic_write_text(self.run_dir / "history.csv", history_csv(self.history))
+        try:
+            save_checkpoint(self.run_dir / CHECKPOINT, state)
+            atomic_write_text(self.run_dir / "history.csv", history_csv(self.history))
+        except (OSError, RuntimeError) as e:  # disk full, quota, file too large: torch's zip writer says RuntimeError
+            self.history.pop()
+            raise save_error(self.run_dir, epoch, e) from None

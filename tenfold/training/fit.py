@@ -97,10 +97,12 @@ def fit(model: nn.Module, optimizer, train_loader, val_loader=None, epochs: int 
             loss, accuracy, images = train_epoch(model, optimizer, train_loader, cbs, label_smoothing, precision,
                                                  scaler)
             train_seconds = time.perf_counter() - t0
-            if not math.isfinite(loss):  # as Keras' TerminateOnNaN, before the epoch is saved over the last good one
-                raise diverged(epoch, loss, precision)
+            if not math.isfinite(loss) or loss > explosion(plain):  # as Keras' TerminateOnNaN, and more:
+                raise diverged(epoch, loss, precision)              # before the epoch is saved over a good one
             val = evaluate(plain, val_loader, 0, precision) if val_loader is not None else {
                 "loss": float("nan"), "accuracy": float("nan")}
+            if val_loader is not None and not math.isfinite(val["loss"]) or not finite_weights(plain):
+                raise diverged(epoch, val["loss"] if math.isfinite(loss) else loss, precision, "validation loss")
             logs = {"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val["loss"],
                     "val_accuracy": val["accuracy"], "seconds": time.perf_counter() - t0,
                     "images_per_s": images / train_seconds,
@@ -114,10 +116,26 @@ def fit(model: nn.Module, optimizer, train_loader, val_loader=None, epochs: int 
     return history
 
 
-def diverged(epoch: int, loss: float, precision: str) -> DivergedError:
+EXPLOSION = 100  # a training loss this many times the loss of a uniform guess, ln(classes), is a divergence
+
+
+def explosion(model: nn.Module) -> float:
+    """The training loss beyond which a run has diverged: EXPLOSION x ln(classes) (230 for 10 classes), read from
+    the model's last layer; infinity when that cannot be told."""
+    last = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.LazyLinear)) and
+            not isinstance(m.weight, nn.parameter.UninitializedParameter)]
+    classes = last[-1].out_features if last else 0
+    return EXPLOSION * math.log(classes) if classes >= 2 else math.inf
+
+
+def finite_weights(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
+
+
+def diverged(epoch: int, loss: float, precision: str, what: str = "training loss") -> DivergedError:
     fix = "a lower --lr" + (" or --precision fp32" if precision != "fp32" else "")
     kept = f"the checkpoint keeps epoch {epoch - 1}" if epoch > 1 else "no epoch was saved"
-    return DivergedError(f"epoch {epoch}: the training loss became {loss}, so training stopped ({kept}); "
+    return DivergedError(f"epoch {epoch}: the {what} became {loss:.3g}, so training stopped ({kept}); "
                          f"try {fix}")
 
 

@@ -14,7 +14,7 @@ from tenfold.models import create_model
 from tenfold.training.checkpoint import load_checkpoint
 from tenfold.training.device import pick_device, resolve_precision
 from tenfold.training.fit import predict_logits
-from tenfold.training.run import eval_batch, run_photo
+from tenfold.training.run import data_spec as run_data, eval_batch, run_photo
 
 
 @dataclass
@@ -57,7 +57,8 @@ def load_trained(run_dir: str | Path, device: str = "auto") -> Trained:
     ckpt = load_checkpoint(run_dir)
     cfg = ckpt["config"]
     dev = pick_device(device)
-    model = create_model(cfg["model"], num_classes=len(ckpt["classes"]),
+    from tenfold.training.run import model_spec
+    model = create_model(model_spec(ckpt, run_dir), num_classes=len(ckpt["classes"]),
                          image_shape=ckpt.get("input_shape", ckpt["image_shape"]), keep_prob=cfg.get("keep_prob", 1.0),
                          pretrained=False)  # the checkpoint holds every weight
     try:
@@ -68,15 +69,12 @@ def load_trained(run_dir: str | Path, device: str = "auto") -> Trained:
     return Trained(model.to(dev, memory_format=torch.channels_last).eval(), ckpt, dev)
 
 
-def run_data(ckpt: dict) -> str:
-    """The run's own data: its resolved path while that still exists (the run may be read from elsewhere)."""
-    source = ckpt.get("data_source")
-    return source if source and source != "cifar10" and Path(source).exists() else ckpt["config"]["data"]
-
-
 def probabilities(trained: Trained, data: ImageSet, tta: int | None = None) -> np.ndarray:
     """Softmax probabilities, (N, classes) float32, with the run's (or the given) test-time views."""
     logits = predict_logits(trained.model, trained.loader(data), trained.views(tta), trained.precision)
+    if not bool(torch.isfinite(logits).all()):
+        raise CheckpointError("this run's model gives outputs that are not numbers (its training diverged); "
+                              "train it again with a lower --lr")
     return logits.float().softmax(1).cpu().numpy()
 
 
@@ -92,20 +90,21 @@ def summarise(labels: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict:
 
 def evaluate_run(run_dir: str | Path, data: str | None = None, device: str = "auto",
                  quiet: bool = False, tta: int | None = None) -> dict:
-    """Accuracy, per-class accuracy and the confusion matrix on the test split of `data`."""
+    """Accuracy, per-class accuracy and the confusion matrix, judged as `tenfold report` and the Python API judge:
+    on `data`'s test split, else on the run's own test split, else on its validation split; never on images the
+    run trained on. The result names the split (`split`)."""
+    from tenfold.report.make import judge
     trained = load_trained(run_dir, device)
-    source = data or run_data(trained.ckpt)
-    test = open_test_set(source, trained.classes, trained.shape, quiet=quiet, fit=trained.fit)
-    pred = probabilities(trained, test, tta).argmax(1)
-    return {"run": str(run_dir), "data": source, "tta": trained.views(tta),
-            **summarise(test.labels, pred, trained.classes)}
+    judged = judge(trained, data, quiet=quiet, tta=tta)
+    return {"run": str(run_dir), "data": data or run_data(trained.ckpt), "split": judged.split,
+            "tta": trained.views(tta), **judged.summary}
 
 
 def format_evaluation(result: dict) -> str:
     classes, cm = result["classes"], np.array(result["confusion_matrix"])
     width = max(8, *(len(c) for c in classes))
     views = {0: "", 1: " (2 test-time views)", 2: " (6 test-time views)"}[result.get("tta", 0)]
-    lines = [f"Test images: {result['images']} from {result['data']}{views}", "",
+    lines = [f"Judged on {result['images']} images: {result.get('split', result['data'])}{views}", "",
              f"{'class':<{width}}  accuracy  correct/total"]
     for i, c in enumerate(classes):
         acc = result["per_class_accuracy"][c]

@@ -7,6 +7,7 @@ The workers run the same `tenfold train` command; they find their rank in the en
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -78,17 +79,21 @@ def start(args, config, actions: list) -> bool:
     if not args.resume:
         args.out = str(check_new_run_dir(Path(args.out) if args.out else default_run_dir(config)))
     local_batch(config.batch_size, workers)  # the global batch must split evenly
-    launch(worker_argv(args, actions), workers, args.max_restarts or 0,
-           config.device == "cpu" or not torch.cuda.is_available(), args.resume or args.out)
+    with environment({"TENFOLD_WORKER_CONFIG": json.dumps(config.to_dict())}):
+        launch(worker_argv(args, actions), workers, args.max_restarts or 0,
+               config.device == "cpu" or not torch.cuda.is_available(), args.resume or args.out)
     return True
 
 
 def worker_argv(args, actions: list) -> list[str]:
-    """The same `tenfold train` flags, less --devices and --max-restarts (and with the named --out)."""
+    """The flags that are not settings (--out, --resume, --quiet, --report, ...), less --devices and
+    --max-restarts; the settings go to the workers resolved, as TENFOLD_WORKER_CONFIG (see cli.cmd_train)."""
+    from tenfold.config import TrainConfig
+    settings = set(TrainConfig.__dataclass_fields__)
     argv = []
     for action in actions:
         value = getattr(args, action.dest, None)
-        if action.dest in ("devices", "max_restarts", "help") or value is None or value is False:
+        if action.dest in ("devices", "max_restarts", "help", *settings) or value is None or value is False:
             continue
         argv += [action.option_strings[-1]] + ([] if value is True else [str(value)])
     return argv

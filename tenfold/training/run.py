@@ -1,6 +1,7 @@
 """`tenfold train`: data -> model -> fit() with the seed's logger, a progress bar and a checkpoint each epoch."""
 from __future__ import annotations
 
+import contextlib
 import datetime
 import sys
 from dataclasses import dataclass
@@ -10,8 +11,10 @@ import torch
 
 from tenfold.config import TrainConfig
 from tenfold.data import DeviceLoader, Splits, open_dataset
+from tenfold.data.dataset import is_cifar10
 from tenfold.data.loader import channel_stats
-from tenfold.errors import CheckpointError, ConfigError
+from tenfold.errors import CheckpointError, ConfigError, TenfoldError
+from tenfold.fileio import STALE_TEMP, run_lock
 from tenfold.data.photo import PhotoPipeline
 from tenfold.models import create_model, pretrained_cfg
 from tenfold.training.callbacks import Callback, History, ProgressBar, SeedLogger
@@ -51,9 +54,23 @@ class Run:
     busy: float | None = None   # cores other processes kept busy at the start (CPU runs)
 
 
+ACTIVE: dict = {}  # this process's run: its directory and whether an epoch of it is saved (for Ctrl-C's hint)
+
+
 def default_run_dir(config: TrainConfig) -> Path:
+    """runs/MODEL-DATE-TIME, created here so that two runs started in the same second never share it (the second
+    takes MODEL-DATE-TIME-2, and so on)."""
     name = Path(config.model.rsplit(":", 1)[-1]).name if ":" in config.model else config.model
-    return Path("runs") / f"{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    base = Path("runs") / f"{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise ConfigError(f"could not name a new run directory beside {base}; pass --out")
 
 
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -123,7 +140,7 @@ def build(config: TrainConfig, quiet: bool = False, stats: tuple | None = None, 
         fast = fastpath.apply(model, distributed.from_rank0(fast)) if place else fast
         precision = fast.precision or precision
     meta = {"config": config.to_dict(), "classes": data.train.classes, "image_shape": list(data.train.shape),
-            "mean": mean, "std": std, "data_source": data.source,
+            "mean": mean, "std": std, "data_source": data.source, "schedule_epochs": config.epochs,
             **({"photo": photo.to_dict(), "input_shape": list(shape),
                 "weights": config.weights or cfg.get("weights")} if photo else {}),
             "num_train": len(data.train), "num_val": len(data.val) if data.val is not None else 0,
@@ -179,31 +196,89 @@ def restore(run: Run, ckpt: dict) -> None:
     set_rng_state(ckpt["rng"], run.device, run.generator)
 
 
-def open_run(config: TrainConfig | None, out, resume, quiet: bool, overrides: dict, place: Place | None):
-    """A new run, or a resumed one: (run, run directory, epochs done, history rows, checkpoint or None)."""
+def open_run(config: TrainConfig | None, out, resume, quiet: bool, overrides: dict, place: Place | None,
+             stack: contextlib.ExitStack):
+    """A new run, or a resumed one: (run, run directory, epochs done, history rows, checkpoint or None). The run
+    directory is locked (on `stack`) before anything is read from it or decided about it."""
+    main = place is None or place.main
     if resume is not None:
+        if main:
+            stack.enter_context(run_lock(Path(resume)) if Path(resume).is_dir() else contextlib.nullcontext())
         ckpt = load_checkpoint(resume)
         config = TrainConfig.from_dict(ckpt["config"]).updated(**overrides).validate()
+        config = config.updated(model=model_spec(ckpt, resume), data=data_spec(ckpt))  # wherever we resume from
         run = build(config, quiet, stats=(ckpt["mean"], ckpt["std"]), place=place,
                     recorded=ckpt.get("environment", {}).get("fast_path"))
         restore(run, ckpt)
+        run.meta["schedule_epochs"] = int(ckpt.get("schedule_epochs", ckpt["config"]["epochs"]))
+        run.meta.update({k: ckpt[k] for k in ("model_file",) if k in ckpt})
         return run, Path(resume), int(ckpt["epoch"]), ckpt["history"], ckpt
     config = (config or TrainConfig()).updated(**overrides).validate()
-    run_dir = check_new_run_dir(Path(out) if out else default_run_dir(config))
-    return build(config, quiet, place=place), run_dir, 0, [], None
+    if not is_cifar10(config.data) and Path(config.data).exists():  # the run finds its data from anywhere
+        config = config.updated(data=str(Path(config.data).resolve()))
+    run_dir = Path(out) if out else default_run_dir(config)
+    if main:
+        stack.enter_context(run_lock(run_dir))
+    check_new_run_dir(run_dir)
+    run = build(config, quiet, place=place)
+    if main and is_user_model(config.model):  # the run keeps the code it was trained with
+        run.meta["model_file"] = keep_model_file(config.model, run_dir)
+    return run, run_dir, 0, [], None
+
+
+RUN_FILES = {CHECKPOINT, "config.json", "history.csv", ".lock", "model"}
+MODEL_DIR = "model"  # a user's model file, copied into the run directory
+
+
+def is_user_model(spec: str) -> bool:
+    return ":" in spec and spec.rsplit(":", 1)[0].endswith(".py")
+
+
+def keep_model_file(spec: str, run_dir: Path) -> str:
+    """Copy a user's `net.py` into RUN/model/; returns 'model/net.py:factory', relative to the run directory."""
+    import shutil
+    path, _, factory = spec.rpartition(":")
+    target = run_dir / MODEL_DIR / Path(path).name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if Path(path).resolve() != target.resolve():
+        shutil.copyfile(path, target)
+    return f"{MODEL_DIR}/{target.name}:{factory}"
+
+
+def model_spec(ckpt: dict, run_dir) -> str:
+    """The model to rebuild a run with: its own copy of a user's model file, else the registered name."""
+    kept = ckpt.get("model_file")
+    if kept:
+        path, _, factory = kept.rpartition(":")
+        if (Path(run_dir) / path).is_file():
+            return f"{Path(run_dir) / path}:{factory}"
+    return ckpt["config"]["model"]
+
+
+def data_spec(ckpt: dict) -> str:
+    """The run's data: its resolved path while that exists, else what was given."""
+    source = ckpt.get("data_source")
+    return source if source and source != "cifar10" and Path(source).exists() else ckpt["config"]["data"]  # what a run that never finished an epoch leaves
 
 
 def check_new_run_dir(run_dir: Path) -> Path:
-    """A new run must not write over a finished epoch of another."""
+    """A new run must not write over a finished epoch of another, nor into a folder of the user's own files."""
     if (run_dir / CHECKPOINT).exists():
         raise ConfigError(f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
                           "or choose another --out")
+    if run_dir.is_dir():
+        foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FILES and not p.match(STALE_TEMP))
+        if foreign:
+            raise ConfigError(f"{run_dir} holds other files ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}"
+                              "); --out must be a new or empty folder")
     return run_dir
 
 
 def recipe_callbacks(run: Run, steps_per_epoch: int, start: int, ckpt: dict | None) -> list:
-    """The schedule and lookahead: on every worker, before anything that reads the weights."""
-    config, total_steps, recipe = run.config, run.config.epochs * steps_per_epoch, []
+    """The schedule and lookahead: on every worker, before anything that reads the weights. Both keep the length
+    the run was planned with: a resume with more epochs continues at the schedule's final rate (schedule_note)."""
+    config, recipe = run.config, []
+    total_steps = run.meta.get("schedule_epochs", config.epochs) * steps_per_epoch
     if config.schedule == "onecycle":
         recipe.append(LRSchedule(run.optimizer, total_steps, start * steps_per_epoch))
     if config.lookahead:
@@ -227,8 +302,10 @@ def train(config: TrainConfig | None = None, out: str | Path | None = None, resu
     main = place is None or place.main
     quiet = quiet or not main
     finished = False
+    stack = contextlib.ExitStack()
     try:
-        run, run_dir, start, rows, ckpt = open_run(config, out, resume, quiet, overrides, place)
+        run, run_dir, start, rows, ckpt = open_run(config, out, resume, quiet, overrides, place, stack)
+        ACTIVE.update(run_dir=run_dir, saved=start > 0)
         config = run.config
         if place is not None and place.world > 1:  # each worker its own shuffle and dropout, reproducibly
             run.generator.manual_seed(config.seed + 7919 * place.rank + start)
@@ -254,7 +331,7 @@ def train(config: TrainConfig | None = None, out: str | Path | None = None, resu
             return {**({"lookahead": recipe[-1].state()} if config.lookahead else {}),
                     **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {})}
         writers = [Checkpointer(run_dir, run.model, run.optimizer, lambda: rng_state(run.device, run.generator),
-                                run.meta, rows, extra),
+                                run.meta, rows, extra), MarkSaved(),
                    *([TensorBoard(run_dir / "tensorboard")] if tensorboard else []), *(callbacks or [])]
         if not quiet and progress is not False:  # the bar first: it clears its line before the epoch line prints
             writers.append(ProgressBar(train_loader.num_images, config.epochs, force=bool(progress)))
@@ -270,13 +347,16 @@ def train(config: TrainConfig | None = None, out: str | Path | None = None, resu
                           label_smoothing=config.label_smoothing, precision=fit_precision, tta=tta,
                           scaler=scaler)
         except Exception as e:
-            failed = compile_error(e) if config.compile else None
+            failed = (compile_error(e) if config.compile else None) or user_model_error(config, e)
             if failed is not None:
                 raise failed from None
             raise
         finished = True
     finally:
+        stack.close()
         distributed.leave(finished)
+    if main and not quiet:
+        print(summary_line(history.rows(), run_dir), file=sys.stderr)
     if report and main:
         from tenfold.report.make import make_report
         path = make_report(run_dir, device=str(run.device), splits=run.data, quiet=quiet)
@@ -301,6 +381,51 @@ def frozen_features(run: Run, train: DeviceLoader, val: DeviceLoader | None, qui
     plain = DeviceLoader(run.data.train, eval_batch(run.meta["input_shape"]), run.device, m, s, photo=photo)
     return feature_loaders(run.model, plain, val, train.batch_size, run.config.tta, run.precision, run.generator,
                            quiet)
+
+
+def schedule_note(config: TrainConfig, planned: int, start: int) -> str | None:
+    """What a resume with more epochs than the one-cycle schedule was planned for does to the learning rate."""
+    if config.schedule != "onecycle" or config.epochs <= planned or start >= config.epochs:
+        return None
+    from tenfold.training.recipe import onecycle
+    return (f"note: the one-cycle schedule was planned for {planned} epochs: epochs {max(start, planned) + 1}-"
+            f"{config.epochs} continue at its final rate ({onecycle(1, 1):.2f} x --lr); for a whole schedule over "
+            f"{config.epochs} epochs, start a new run")
+
+
+def summary_line(rows: list[dict], run_dir: Path) -> str:
+    """The run's last word: its best and final validation accuracy, where it is, and what to do next."""
+    import math
+    scored = [r for r in rows if math.isfinite(r.get("val_accuracy", float("nan")))]
+    if scored:
+        best = max(scored, key=lambda r: r["val_accuracy"])
+        final = scored[-1]
+        tta = f" ({final['val_accuracy_tta']:.2%} with test-time augmentation)" if "val_accuracy_tta" in final else ""
+        result = (f"validation accuracy {final['val_accuracy']:.2%} after epoch {final['epoch']}{tta}, "
+                  f"best {best['val_accuracy']:.2%} (epoch {best['epoch']})")
+    else:
+        result = f"{len(rows)} epoch(s), no validation images"
+    return (f"tenfold: done: {result}; run directory {run_dir}. Next: tenfold evaluate {run_dir} | "
+            f"tenfold predict {run_dir} IMAGE | tenfold report {run_dir}")
+
+
+def user_model_error(config: TrainConfig, e: Exception) -> ConfigError | None:
+    """An error raised inside a user's model file, as one line naming the file and the epoch."""
+    if isinstance(e, TenfoldError) or not (":" in config.model and config.model.rsplit(":", 1)[0].endswith(".py")):
+        return None
+    first = str(e).splitlines()[0][:200] if str(e) else ""
+    return ConfigError(f"model {config.model} failed in epoch {ACTIVE.get('epoch', '?')}: "
+                       f"{type(e).__name__}: {first}")
+
+
+class MarkSaved(Callback):
+    """Right after the checkpoint: an epoch of this run is saved (Ctrl-C then says how to resume)."""
+
+    def on_epoch_begin(self, epoch, logs):
+        ACTIVE["epoch"] = epoch
+
+    def on_epoch_end(self, epoch, logs):
+        ACTIVE["saved"] = True
 
 
 def thread_callbacks(run: Run) -> list:
@@ -364,6 +489,9 @@ def announce(run: Run, run_dir: Path, start: int, place: Place | None) -> None:
     if run.device.type == "cpu" and run.precision != "fp32" and not cpu_has(run.precision):
         print(f"warning: this CPU has no {run.precision} units, so {run.precision} is emulated and far slower than fp32 "
               "(--precision auto picks what the hardware does best)", file=sys.stderr)
+    note = schedule_note(run.config, run.meta.get("schedule_epochs", run.config.epochs), start)
+    if note:
+        print(note, file=sys.stderr)
     if start >= run.config.epochs:
         print(f"tenfold: {run_dir} already finished {start} epochs; pass --epochs N (> {start}) to train longer",
               file=sys.stderr)
