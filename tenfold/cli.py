@@ -329,14 +329,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def resume_hint(args) -> str:
     """After Ctrl-C or SIGTERM in `tenfold train`: the real command to continue, when an epoch was saved."""
-    if args.command != "train" or "tenfold.training.run" not in sys.modules:
+    if args.command != "train":
         return ""
-    active = sys.modules["tenfold.training.run"].ACTIVE
-    if not active.get("run_dir"):
+    run = sys.modules.get("tenfold.training.run")
+    active = run.ACTIVE if run is not None else {}
+    run_dir = active.get("run_dir") or args.resume or args.out  # a launcher knows its run by its flags
+    if not run_dir:
         return ""
-    if not active.get("saved"):
-        return f" (no epoch of {active['run_dir']} was finished, so nothing was saved)"
-    return f" (finished epochs are saved; continue with: tenfold train --resume {active['run_dir']})"
+    saved = active["saved"] if active.get("run_dir") else os.path.exists(os.path.join(run_dir, "checkpoint.pt"))
+    if not saved:
+        return f" (no epoch of {run_dir} was finished, so nothing was saved)"
+    devices = f" --devices {args.devices}" if args.devices else ""
+    return f" (finished epochs are saved; continue with: tenfold train --resume {run_dir}{devices})"
 
 
 def say(line: str, cause: str | None = None) -> None:

@@ -209,6 +209,15 @@ def test_resuming_past_a_one_cycle_schedule_says_what_happens(tree, tmp_path):
     assert lrs[2] == pytest.approx(lrs[1]) and lrs[3] == pytest.approx(lrs[1])  # no restart at 10x
 
 
+def test_resuming_on_changed_data_is_refused(tree, tmp_path):
+    run = tmp_path / "run"
+    assert run_cli("train", "--data", tree, "--epochs", 1, "--out", run, "--quiet").returncode == 0
+    (tree / "train" / "cat" / "0000.png").unlink()
+    assert_one_line_error(run_cli("train", "--resume", run, "--epochs", 2, "--quiet"), "changed since the run started",
+                          "38 training / 4 validation images then, 37 / 4 now")
+    assert load_checkpoint(run)["epoch"] == 1
+
+
 def test_ctrl_c_names_the_real_run_directory(tmp_path):
     data = make_tree(tmp_path / "d", classes=("cat", "dog"), n=400)
     run = tmp_path / "run"

@@ -187,6 +187,12 @@ def restore(run: Run, ckpt: dict) -> None:
     """Load model, optimiser and RNG states; the data's classes must be the checkpoint's."""
     if ckpt["classes"] != run.data.train.classes:
         raise CheckpointError("the data's classes differ from the checkpoint's: resume with the same --data")
+    now = (len(run.data.train), len(run.data.val) if run.data.val is not None else 0)
+    then = (ckpt.get("num_train", now[0]), ckpt.get("num_val", now[1]))
+    if now != then:  # another dataset under the same name: a different experiment, not a continuation
+        raise CheckpointError(f"the data at {run.data.source} changed since the run started ({then[0]} training / "
+                              f"{then[1]} validation images then, {now[0]} / {now[1]} now); resume with the same "
+                              "data, or start a new run")
     try:
         run.model.load_state_dict(ckpt["model"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
