@@ -248,3 +248,15 @@ def test_a_run_ends_with_a_summary_and_the_report_labels_tta(tree, tmp_path):
     html = (run / "report.html").read_text()
     assert "final validation accuracy, with test-time augmentation" in html
     assert "best validation accuracy (of the epochs, without test-time augmentation)" in html
+
+
+def test_more_workers_than_images(tmp_path):
+    data = make_tree(tmp_path / "d", classes=("a", "b"), n=2)
+    (data / "train" / "b" / "0001.png").unlink()           # 2 training images; 1 validation image
+    too_many = run_cli("train", "--data", data, "--devices", 3, "--device", "cpu", "--batch-size", 6, "--epochs", 1,
+                       "--out", tmp_path / "r3", "--quiet")
+    assert_one_line_error(too_many, "2 training images cannot be shared by 3 workers")
+    two = run_cli("train", "--data", data, "--devices", 2, "--device", "cpu", "--batch-size", 2, "--epochs", 1,
+                  "--out", tmp_path / "r2", "--quiet")      # one worker's share of the validation image is empty
+    assert two.returncode == 0, two.stderr
+    assert load_checkpoint(tmp_path / "r2")["history"][0]["val_accuracy"] in (0.0, 1.0)

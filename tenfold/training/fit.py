@@ -69,13 +69,17 @@ def predict_logits(model: nn.Module, loader, tta: int = 0, precision: str = "fp3
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader, tta: int = 0, precision: str = "fp32") -> dict:
     """{'loss': mean cross-entropy, 'accuracy': fraction correct} over `loader` (over every worker's shard)."""
-    logits = predict_logits(model, loader, tta, precision).float()
     labels = loader.labels
-    sums = torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(),
-                        (logits.argmax(1) == labels).sum().double(),
-                        torch.tensor(float(len(labels)), dtype=torch.float64, device=labels.device)])
+    if len(labels) == 0:  # a worker whose shard of a tiny validation split is empty still joins the sum
+        sums = torch.zeros(3, dtype=torch.float64, device=labels.device)
+    else:
+        logits = predict_logits(model, loader, tta, precision).float()
+        sums = torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(),
+                            (logits.argmax(1) == labels).sum().double(),
+                            torch.tensor(float(len(labels)), dtype=torch.float64, device=labels.device)])
     loss_sum, correct, images = all_sum(sums).tolist()
-    return {"loss": loss_sum / images, "accuracy": correct / images}
+    return {"loss": loss_sum / images, "accuracy": correct / images} if images else {"loss": float("nan"),
+                                                                                      "accuracy": float("nan")}
 
 
 def fit(model: nn.Module, optimizer, train_loader, val_loader=None, epochs: int = 10,

@@ -173,6 +173,9 @@ def loaders(run: Run, batch_size: int) -> tuple[DeviceLoader, DeviceLoader | Non
     """The training and validation loaders; a worker's hold its shard, with its part of the global batch."""
     m, s = run.meta["mean"], run.meta["std"]
     c, place, photo = run.config, run.place or distributed.ALONE, run_photo(run.meta)
+    if place.world > len(run.data.train):
+        raise ConfigError(f"{len(run.data.train)} training images cannot be shared by {place.world} workers; "
+                          f"use --devices {len(run.data.train)} or fewer")
     batch_size = distributed.local_batch(batch_size, place.world)
     train = DeviceLoader(distributed.shard(run.data.train, place, equal=True), batch_size, run.device, m, s,
                          shuffle=True, augment=c.augment, crop_pad=c.translate, generator=run.generator,
