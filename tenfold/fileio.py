@@ -62,7 +62,9 @@ def run_lock(run_dir: Path, what: str = "run") -> Iterator[None]:
     import fcntl
     from tenfold.errors import ConfigError
     run_dir.mkdir(parents=True, exist_ok=True)
+    was_empty = not any(run_dir.iterdir())
     fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    locked = False
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -70,6 +72,7 @@ def run_lock(run_dir: Path, what: str = "run") -> Iterator[None]:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             raise ConfigError(f"{run_dir} is in use by another tenfold {what} (pid {holder}); wait for it to end, "
                               "or choose another --out") from None
+        locked = True
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         for stale in run_dir.glob(STALE_TEMP):  # ours would be open; a dead writer's are garbage
@@ -77,6 +80,10 @@ def run_lock(run_dir: Path, what: str = "run") -> Iterator[None]:
                 stale.unlink()
         yield
     finally:
+        if locked and was_empty and [p.name for p in run_dir.iterdir()] == [".lock"]:  # nothing came of it
+            with contextlib.suppress(OSError):
+                (run_dir / ".lock").unlink()
+                run_dir.rmdir()
         os.close(fd)
 
 

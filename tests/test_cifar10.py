@@ -27,10 +27,16 @@ def cache_files(home):
     return sorted(p.name for p in root.rglob("*")) if root.exists() else []
 
 
+def held_out(n: int, fraction: float = 0.1) -> int:
+    """The validation images of a class of n: a tenth, rounded, at least one while one is left to train on."""
+    return min(max(1, int(round(n * fraction))), n - 1) if n >= 2 else 0
+
+
 def test_download_verify_extract_parse_and_cache(official, tenfold_home):
     splits = open_dataset("cifar10")
-    assert splits.train.images.shape == (90, 32, 32, 3) and splits.train.images.dtype == np.uint8
-    assert splits.val.images.shape[0] == 10 and splits.test.images.shape == (20, 32, 32, 3)
+    held = sum(held_out(n) for n in np.bincount(cifar10.load()[0].labels, minlength=10))
+    assert splits.train.images.shape == (100 - held, 32, 32, 3) and splits.train.images.dtype == np.uint8
+    assert splits.val.images.shape[0] == held and splits.test.images.shape == (20, 32, 32, 3)
     assert splits.train.classes == CIFAR_CLASSES
     # The planes (R, G, B) became HWC pixels: class y is the colour (25y, 255-25y, 77y mod 256).
     y = int(splits.test.labels[0])
@@ -50,7 +56,7 @@ def test_validation_is_the_last_tenth_of_each_class(official):
     full, _ = cifar10.load()
     for c in range(10):
         idx = np.flatnonzero(full.labels == c)
-        n_val = int(round(len(idx) * 0.1))
+        n_val = held_out(len(idx))
         want = full.images[idx[len(idx) - n_val:]]
         got = splits.val.images[splits.val.labels == c]
         assert np.array_equal(got, want)

@@ -36,6 +36,8 @@ def pick_split(trained: Trained, data: str | None, splits: Splits | None, quiet:
     if data is not None and not same_path(data, source):
         return (open_test_set(data, trained.classes, trained.shape, quiet=quiet, fit=trained.fit),
                 f"the test split of {data}")
+    if splits is None and source != "cifar10" and not Path(source).exists():
+        raise DataError(f"this run's data ({source}) is not here: pass --data PATH with images to judge it on")
     if splits is None:
         cfg = trained.ckpt["config"]
         splits = open_dataset(source, cfg.get("val_split", 0.1), cfg.get("image_size"), quiet=quiet,
