@@ -15,19 +15,33 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message):  # one line and exit 2, instead of argparse's usage dump
-        self.exit(EXIT_USAGE, f"error: {message}{self.suggestion(message)} (see '{self.prog} --help')\n")
+        prog = (self.chosen or self).prog
+        self.exit(EXIT_USAGE, f"error: {message}{self.suggestion(message)} (see '{prog} --help')\n")
 
     def suggestion(self, message: str) -> str:
         import difflib
         if not message.startswith("unrecognized arguments:"):
             return ""
-        known = sorted(set(options(self)))
+        known = sorted(set(options(self.chosen or self)), key=len)
         for word in message.split(":", 1)[1].split():
             flag = word.split("=", 1)[0]
-            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.75) if flag.startswith("--") else []
+            if not flag.startswith("--"):
+                continue
+            close = [k for k in known if k.startswith(flag)] or \
+                difflib.get_close_matches(flag, known, n=1, cutoff=0.75)  # a prefix first: --epo is --epochs
             if close:
                 return f"; did you mean {close[0]}?"
         return ""
+
+    chosen = None  # the sub-command's parser, once one is chosen (its flags are the ones to suggest)
+
+    def parse_known_args(self, args=None, namespace=None):
+        result = super().parse_known_args(args, namespace)
+        command = getattr(result[0], "command", None)
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+                self.chosen = action.choices[command]
+        return result
 
 
 def options(parser: argparse.ArgumentParser):

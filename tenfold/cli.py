@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -73,6 +74,9 @@ def add_train(sub) -> None:
 def cmd_train(args) -> int:
     from tenfold.config import TrainConfig
 
+    for flag in ("resume", "out", "data", "model"):
+        if getattr(args, flag, None) == "":
+            raise TenfoldError(f"--{flag} needs a value, got an empty one")
     flags = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if getattr(args, k, None) is not None}
     resolved = os.environ.get(WORKER_CONFIG) if "RANK" in os.environ else None
     if resolved:  # a launched worker: the launcher's resolved configuration, exactly, not a re-spelling of flags
@@ -310,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         say(f"\ninterrupted{resume_hint(args)}")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `tenfold ... | head`: the reader left; nothing to say, as cat and grep do
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:  # a bug or an environment fault: still one line, traceback on request
         if SIGNALLED:  # a signal interrupted a write (torch's zip writer turns it into RuntimeError): still a stop
             stopped = SIGNALLED[0] == signal.SIGTERM
@@ -339,8 +347,9 @@ def resume_hint(args) -> str:
     saved = active["saved"] if active.get("run_dir") else os.path.exists(os.path.join(run_dir, "checkpoint.pt"))
     if not saved:
         return f" (no epoch of {run_dir} was finished, so nothing was saved)"
+    import shlex
     devices = f" --devices {args.devices}" if args.devices else ""
-    return f" (finished epochs are saved; continue with: tenfold train --resume {run_dir}{devices})"
+    return f" (finished epochs are saved; continue with: tenfold train --resume {shlex.quote(str(run_dir))}{devices})"
 
 
 def say(line: str, cause: str | None = None) -> None:

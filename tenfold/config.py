@@ -48,7 +48,7 @@ class TrainConfig:
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (0.0 < self.keep_prob <= 1.0, f"--keep-prob must be in (0, 1], got {self.keep_prob}"),
-            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (0 < self.lr < float("inf"), f"--lr must be a positive number, got {self.lr}"),
             (self.optimizer in ("adam", "sgd"), f"--optimizer must be adam or sgd, got {self.optimizer}"),
             (0.0 <= self.momentum < 1.0, f"--momentum must be in [0, 1), got {self.momentum}"),
             (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),

@@ -61,9 +61,12 @@ def run_lock(run_dir: Path, what: str = "run") -> Iterator[None]:
     stale. Temporary files a killed writer left in `run_dir` are removed on taking it."""
     import fcntl
     from tenfold.errors import ConfigError
-    run_dir.mkdir(parents=True, exist_ok=True)
-    was_empty = not any(run_dir.iterdir())
-    fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        was_empty = not any(run_dir.iterdir())
+        fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:  # a file in the way, a read-only folder, no permission
+        raise ConfigError(f"{run_dir}: cannot hold a run there ({e.strerror or type(e).__name__})") from None
     locked = False
     try:
         try:
@@ -80,10 +83,11 @@ def run_lock(run_dir: Path, what: str = "run") -> Iterator[None]:
                 stale.unlink()
         yield
     finally:
-        if locked and was_empty and [p.name for p in run_dir.iterdir()] == [".lock"]:  # nothing came of it
-            with contextlib.suppress(OSError):
+        if locked and not any((run_dir / f).exists() for f in ("checkpoint.pt", "config.json")):
+            with contextlib.suppress(OSError):  # nothing came of it: leave the folder as it was
                 (run_dir / ".lock").unlink()
-                run_dir.rmdir()
+                if was_empty:
+                    run_dir.rmdir()
         os.close(fd)
 
 

@@ -260,3 +260,43 @@ def test_more_workers_than_images(tmp_path):
                   "--out", tmp_path / "r2", "--quiet")      # one worker's share of the validation image is empty
     assert two.returncode == 0, two.stderr
     assert load_checkpoint(tmp_path / "r2")["history"][0]["val_accuracy"] in (0.0, 1.0)
+
+
+def test_evaluation_leaves_out_images_the_run_trained_on_wherever_they_come_from(tree, tmp_path):
+    run = tmp_path / "run"
+    assert run_cli("train", "--data", tree, "--epochs", 1, "--out", run, "--quiet").returncode == 0
+    held = load_checkpoint(run)["num_val"]
+    sub = json.loads(run_cli("evaluate", run, "--data", tree / "train", "--json").stdout)   # its own train/ folder
+    assert sub["images"] == held and "less 38 image(s) the run trained on" in sub["split"]
+    import shutil
+    shutil.copytree(tree / "train" / "cat", tmp_path / "copy" / "cat")
+    copied = json.loads(run_cli("evaluate", run, "--data", tmp_path / "copy", "--json").stdout)  # a copy of cat/
+    assert copied["images"] == 2 and "less 19 image(s)" in copied["split"]   # only its 2 held-out images count
+    only_trained = tmp_path / "trained"
+    (only_trained / "cat").mkdir(parents=True)
+    shutil.copy(tree / "train" / "cat" / "0000.png", only_trained / "cat")
+    assert_one_line_error(run_cli("evaluate", run, "--data", only_trained), "were trained on by this run")
+    from conftest import class_image
+    for i in range(5):  # the data changed: 26 cats hold out 3, the last of them trained on before
+        class_image(0, 900 + i).save(tree / "train" / "cat" / f"!new{i}.png")
+    again = json.loads(run_cli("evaluate", run, "--json").stdout)
+    assert "less 1 image(s) the run trained on" in again["split"] and again["images"] == held
+    assert_one_line_error(run_cli("train", "--resume", run, "--epochs", 2, "--quiet"), "changed since")
+
+
+def test_rough_edges_of_a_users_first_hour(tree, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert_one_line_error(run_cli("train", "--data", tree, "--out", afile, "--quiet"), "cannot hold a run")
+    assert_one_line_error(run_cli("train", "--resume", "", "--quiet"), "--resume needs a value")
+    assert_one_line_error(run_cli("train", "--data", tree, "--lr", "inf", "--quiet"), "--lr must be a positive")
+    assert run_cli("train", "--epo", 2).stderr.count("did you mean --epochs?") == 1
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    run_cli("train", "--data", tree, "--out", mine, "--quiet")
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]          # no lock left in the user's folder
+    run = tmp_path / "no val"
+    result = run_cli("train", "--data", tree, "--epochs", 1, "--val-split", 0, "--report", "--out", run)
+    assert result.returncode == 0 and "no report" in result.stderr
+    assert f"tenfold evaluate '{run}'" in result.stderr

@@ -26,6 +26,12 @@ class ImageSet:
     def subset(self, index: np.ndarray) -> "ImageSet":
         return ImageSet(self.images[index], self.labels[index], self.classes)
 
+    def digests(self) -> np.ndarray:
+        """(N,) int64: a 64-bit BLAKE2 digest of each image's pixels, to tell the same image wherever it comes from."""
+        import hashlib
+        return np.array([int.from_bytes(hashlib.blake2b(np.ascontiguousarray(im).tobytes(), digest_size=8).digest(),
+                                        "little", signed=True) for im in self.images], dtype=np.int64)
+
 
 @dataclass
 class Splits:

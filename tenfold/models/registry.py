@@ -66,8 +66,10 @@ def materialise(model: nn.Module, name: str, num_classes: int, image_shape, chan
     try:
         with torch.no_grad():
             out = model(torch.zeros(2, channels, h, w))
-    except RuntimeError as e:
-        raise ConfigError(f"model '{name}' fails on {channels}x{h}x{w} images: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # the user's code: whatever it raises is theirs to see, in one line
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"model '{name}' fails on a batch of 2 {channels}x{h}x{w} images in evaluation mode "
+                          f"({type(e).__name__}: {first})") from None
     model.train(was_training)
     glorot_init(model)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):

@@ -55,7 +55,8 @@ def cards(ckpt: dict, summary: dict, split: str) -> str:
     last = history[-1]
     val = [r["val_accuracy"] for r in history if not math.isnan(r.get("val_accuracy", math.nan))]
     tta = "val_accuracy_tta" in last
-    items = [(percent(summary["accuracy"]), f"accuracy on {summary['images']:,} images"),
+    views = {1: " (with its mirror)", 2: " (6 test-time views)"}.get(summary.get("tta", 0), "")
+    items = [(percent(summary["accuracy"]), f"accuracy on {summary['images']:,} images{views}"),
              (percent(last.get("val_accuracy")), "final validation accuracy"),
              *([(percent(last["val_accuracy_tta"]), "final validation accuracy, with test-time augmentation")]
                if tta else []),
@@ -98,7 +99,7 @@ def render(run_dir: Path, ckpt: dict, summary: dict, split: str, tta: int, image
             f'<p class="sub">{escape(cfg["model"])}{" (preset " + escape(cfg["preset"]) + ")" if cfg.get("preset") else ""}'
             f" &middot; {escape(str(Path(run_dir).resolve()))} &middot; written "
             f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}</p>",
-            cards(ckpt, summary, split),
+            cards(ckpt, {**summary, "tta": tta}, split),
             *(figure(name, content) for name, content in images.items()),
             "<h2>Epochs</h2>", epochs_table(ckpt["history"]),
             "<h2>Configuration</h2>", table(["setting", "value"], [[k, v] for k, v in cfg.items()]),

@@ -57,9 +57,24 @@ def same_path(a: str, b: str) -> bool:
         return a == b
 
 
+def unseen(trained: Trained, images: ImageSet, split: str) -> tuple[ImageSet, str]:
+    """`images` less any the run trained on (by their pixels' digests: a copied folder, its train/ subfolder,
+    data that changed since the run), with the count left out named in `split`."""
+    trained_on = trained.ckpt.get("train_digests")
+    if trained_on is None or not len(images):
+        return images, split
+    seen = np.isin(images.digests(), trained_on.numpy())
+    if not seen.any():
+        return images, split
+    if seen.all():
+        raise DataError(f"all {len(images)} images of {split} were trained on by this run; judge it on images it "
+                        "never saw (its validation or test split, or --data PATH with new images)")
+    return images.subset(np.flatnonzero(~seen)), f"{split}, less {int(seen.sum())} image(s) the run trained on"
+
+
 def judge(trained: Trained, data: str | None = None, splits: Splits | None = None, quiet: bool = False,
           tta: int | None = None) -> Judged:
-    images, split = pick_split(trained, data, splits, quiet)
+    images, split = unseen(trained, *pick_split(trained, data, splits, quiet))
     probs = probabilities(trained, images, tta)
     return Judged(images, split, probs, summarise(images.labels, probs.argmax(1), trained.classes))
 

@@ -20,6 +20,7 @@ from tenfold.training.callbacks import Callback
 CHECKPOINT = "checkpoint.pt"
 FORMAT = "tenfold-checkpoint"
 VERSION = 1
+TENSORS = ("train_digests",)  # meta the checkpoint keeps but config.json does not (not JSON)
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds", "images_per_s", "lr",
                    "val_accuracy_tta"]
 
@@ -37,8 +38,8 @@ def load_checkpoint(run_dir: str | Path) -> dict:
         raise CheckpointError(f"{run_dir}: no such run directory")
     if not path.is_file():
         if (run / "config.json").is_file():
-            raise CheckpointError(f"{run_dir} has no finished epoch to resume from; "
-                                  f"start it again with --out {run_dir}")
+            raise CheckpointError(f"{run_dir} has no finished epoch yet (it may still be in its first one); "
+                                  f"if it stopped, start it again with --out {run_dir}")
         raise CheckpointError(f"{run_dir} is not a tenfold run (no {CHECKPOINT})")
     try:
         # weights_only: a checkpoint holds tensors and plain data only, so loading runs no foreign code
@@ -93,7 +94,7 @@ class Checkpointer(Callback):
     def on_train_begin(self, logs):
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_json(self.run_dir / "config.json", self.meta)
+            write_json(self.run_dir / "config.json", {k: v for k, v in self.meta.items() if k not in TENSORS})
             atomic_write_text(self.run_dir / "history.csv", history_csv(self.history))
         except OSError as e:
             raise save_error(self.run_dir, len(self.history) + 1, e) from None

@@ -79,10 +79,24 @@ def start(args, config, actions: list) -> bool:
     if not args.resume:
         args.out = str(check_new_run_dir(Path(args.out) if args.out else default_run_dir(config)))
     local_batch(config.batch_size, workers)  # the global batch must split evenly
+    enough_images(config, args.resume, workers)
     with environment({"TENFOLD_WORKER_CONFIG": json.dumps(config.to_dict())}):
         launch(worker_argv(args, actions), workers, args.max_restarts or 0,
                config.device == "cpu" or not torch.cuda.is_available(), args.resume or args.out)
     return True
+
+
+def enough_images(config, resume, workers: int) -> None:
+    """Every worker needs a training image: checked before any worker starts (the data is cached for them)."""
+    from tenfold.data import open_dataset
+    from tenfold.models import pretrained_cfg
+    from tenfold.data.photo import PhotoPipeline
+    cfg = pretrained_cfg(config.model) if ":" not in config.model else None
+    data = open_dataset(config.data, config.val_split, config.image_size, quiet=True,
+                        photo=PhotoPipeline.from_cfg(cfg) if cfg else None)
+    if workers > len(data.train):
+        raise ConfigError(f"{len(data.train)} training images cannot be shared by {workers} workers; "
+                          f"use --devices {len(data.train)} or fewer")
 
 
 def worker_argv(args, actions: list) -> list[str]:

@@ -141,6 +141,7 @@ def build(config: TrainConfig, quiet: bool = False, stats: tuple | None = None, 
         precision = fast.precision or precision
     meta = {"config": config.to_dict(), "classes": data.train.classes, "image_shape": list(data.train.shape),
             "mean": mean, "std": std, "data_source": data.source, "schedule_epochs": config.epochs,
+            "train_digests": torch.from_numpy(data.train.digests()),  # evaluation never judges these images
             **({"photo": photo.to_dict(), "input_shape": list(shape),
                 "weights": config.weights or cfg.get("weights")} if photo else {}),
             "num_train": len(data.train), "num_val": len(data.val) if data.val is not None else 0,
@@ -192,7 +193,8 @@ def restore(run: Run, ckpt: dict) -> None:
         raise CheckpointError("the data's classes differ from the checkpoint's: resume with the same --data")
     now = (len(run.data.train), len(run.data.val) if run.data.val is not None else 0)
     then = (ckpt.get("num_train", now[0]), ckpt.get("num_val", now[1]))
-    if now != then:  # another dataset under the same name: a different experiment, not a continuation
+    same = "train_digests" not in ckpt or torch.equal(ckpt["train_digests"], run.meta["train_digests"])
+    if now != then or not same:  # another dataset under the same name: a different experiment, not a continuation
         raise CheckpointError(f"the data at {run.data.source} changed since the run started ({then[0]} training / "
                               f"{then[1]} validation images then, {now[0]} / {now[1]} now); resume with the same "
                               "data, or start a new run")
@@ -366,7 +368,10 @@ def train(config: TrainConfig | None = None, out: str | Path | None = None, resu
         distributed.leave(finished)
     if main and not quiet:
         print(summary_line(history.rows(), run_dir), file=sys.stderr)
-    if report and main:
+    if report and main and run.data.val is None and run.data.test is None:  # training succeeded: a warning
+        print(f"warning: no report: the run has no validation or test images to judge; write it with: "
+              f"tenfold report {quote(run_dir)} --data PATH", file=sys.stderr)
+    elif report and main:
         from tenfold.report.make import make_report
         path = make_report(run_dir, device=str(run.device), splits=run.data, quiet=quiet)
         if not quiet:
@@ -392,6 +397,12 @@ def frozen_features(run: Run, train: DeviceLoader, val: DeviceLoader | None, qui
                            quiet)
 
 
+def quote(path) -> str:
+    """A path as it must be typed in a shell command."""
+    import shlex
+    return shlex.quote(str(path))
+
+
 def schedule_note(config: TrainConfig, planned: int, start: int) -> str | None:
     """What a resume with more epochs than the one-cycle schedule was planned for does to the learning rate."""
     if config.schedule != "onecycle" or config.epochs <= planned or start >= config.epochs:
@@ -414,8 +425,9 @@ def summary_line(rows: list[dict], run_dir: Path) -> str:
                   f"best {best['val_accuracy']:.2%} (epoch {best['epoch']})")
     else:
         result = f"{len(rows)} epoch(s), no validation images"
-    return (f"tenfold: done: {result}; run directory {run_dir}. Next: tenfold evaluate {run_dir} | "
-            f"tenfold predict {run_dir} IMAGE | tenfold report {run_dir}")
+    q = quote(run_dir)
+    return (f"tenfold: done: {result}; run directory {run_dir}. Next: tenfold evaluate {q} | "
+            f"tenfold predict {q} IMAGE | tenfold report {q}")
 
 
 def user_model_error(config: TrainConfig, e: Exception) -> ConfigError | None:
