@@ -86,9 +86,9 @@ def to_rgb(im):
         im = ImageOps.exif_transpose(im)
     if im.mode in WIDE_INT_MODES:
         a = np.asarray(im).astype(np.int64)
+        peak = int(a.max(initial=0))
         # 16-bit images are 16-bit data; a 32-bit 'I' image may hold 8- or 16-bit values (TIFF, PGM): its range
-        top = 65535 if im.mode != "I" or 255 < a.max(initial=0) <= 65535 else 255 if a.max(initial=0) <= 255 \
-            else int(a.max())
+        top = 65535 if im.mode != "I" else 255 if peak <= 255 else 65535 if peak <= 65535 else peak
         im = Image.fromarray(((a.clip(0, top) * 255 + top // 2) // top).astype(np.uint8), "L")
     elif im.mode == "F":
         a = np.nan_to_num(np.asarray(im, dtype=np.float64))

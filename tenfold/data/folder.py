@@ -67,7 +67,6 @@ def cache_key(path: Path, size: Size | None, default_size: int, as_test: bool, f
     h = hashlib.sha256(f"v{CACHE_VERSION} {size} {default_size} {as_test} {fit}".encode())
     if path.is_dir():
         for root, dirnames, filenames in sorted(walk(path)):
-            dirnames.sort()
             for name in sorted(filenames) + [d + "/" for d in dirnames]:
                 full = os.path.join(root, name)
                 st = os.stat(full) if os.path.exists(full) else os.lstat(full)  # a dangling link: the link's own
@@ -129,8 +128,8 @@ def walk(path: Path, ancestors: frozenset = frozenset()):
 
 
 def list_folder(path: Path) -> tuple[dict[str, object], set[str]]:
-    """Every file below `path`, through symbolic links to folders (each real folder once: no loops); a dangling
-    link is listed too, to be named as skipped."""
+    """Every file below `path`, through symbolic links to folders (see walk: no loops); a dangling link is listed
+    too, to be named as skipped."""
     files, dirs = {}, set()
     for root, dirnames, filenames in walk(path):
         rel_root = Path(root).relative_to(path).as_posix()

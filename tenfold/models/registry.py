@@ -30,10 +30,15 @@ def pretrained_cfg(name: str) -> dict | None:
     return getattr(_REGISTRY.get(name), "pretrained_cfg", None)
 
 
+def is_user_model(spec: str) -> bool:
+    """`path/to/net.py:factory`, as opposed to a registered name."""
+    return ":" in spec and spec.rsplit(":", 1)[0].endswith(".py")
+
+
 def create_model(name: str, num_classes: int = 10, image_shape=(32, 32), channels: int = 3,
                  **kwargs) -> nn.Module:
     """A registered model, or a user's `file.py:factory`, materialised for `image_shape` inputs."""
-    if ":" in name and name.rsplit(":", 1)[0].endswith(".py"):
+    if is_user_model(name):
         factory = load_user_model(name)
     elif name in _REGISTRY:
         factory = _REGISTRY[name]

@@ -124,7 +124,7 @@ def load_image(path: str, shape: tuple[int, int], fit: str = "stretch") -> np.nd
     image = decode(Path(path), tuple(shape), fit=fit)
     if isinstance(image, Skip):
         from tenfold.data.folder import printable
-        raise DataError(f"{printable(str(path))}: {'not an image Pillow can read' if image.startswith('not an image') else image}")
+        raise DataError(f"{printable(str(path))}: {image}")
     return image
 
 

@@ -90,13 +90,10 @@ def enough_images(config, resume, workers: int) -> None:
     """Every worker needs a training image: checked before any worker starts (the data is cached for them)."""
     from tenfold.data import open_dataset
     from tenfold.models import pretrained_cfg
-    from tenfold.data.photo import PhotoPipeline
-    cfg = pretrained_cfg(config.model) if ":" not in config.model else None
-    data = open_dataset(config.data, config.val_split, config.image_size, quiet=True,
-                        photo=PhotoPipeline.from_cfg(cfg) if cfg else None)
-    if workers > len(data.train):
-        raise ConfigError(f"{len(data.train)} training images cannot be shared by {workers} workers; "
-                          f"use --devices {len(data.train)} or fewer")
+    from tenfold.training.run import check_pretrained, check_workers
+    photo = check_pretrained(config, pretrained_cfg(config.model))
+    data = open_dataset(config.data, config.val_split, config.image_size, quiet=True, photo=photo)
+    check_workers(len(data.train), workers)
 
 
 def worker_argv(args, actions: list) -> list[str]:

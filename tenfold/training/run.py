@@ -17,6 +17,7 @@ from tenfold.errors import CheckpointError, ConfigError, TenfoldError
 from tenfold.fileio import STALE_TEMP, run_lock
 from tenfold.data.photo import PhotoPipeline
 from tenfold.models import create_model, pretrained_cfg
+from tenfold.models.registry import is_user_model
 from tenfold.training.callbacks import Callback, History, ProgressBar, SeedLogger
 from tenfold.training.features import FeatureHead, FeatureLoader, feature_loaders, fit_head
 from tenfold.training.checkpoint import CHECKPOINT, Checkpointer, load_checkpoint
@@ -166,6 +167,13 @@ def check_pretrained(config: TrainConfig, cfg: dict | None) -> PhotoPipeline | N
     return photo
 
 
+def check_workers(images: int, workers: int) -> None:
+    """Every worker needs a training image (the launcher checks before starting them, each worker again)."""
+    if workers > images:
+        raise ConfigError(f"{images} training images cannot be shared by {workers} workers; "
+                          f"use --devices {images} or fewer")
+
+
 def run_photo(meta: dict) -> PhotoPipeline | None:
     return PhotoPipeline(**meta["photo"]) if meta.get("photo") else None
 
@@ -174,9 +182,7 @@ def loaders(run: Run, batch_size: int) -> tuple[DeviceLoader, DeviceLoader | Non
     """The training and validation loaders; a worker's hold its shard, with its part of the global batch."""
     m, s = run.meta["mean"], run.meta["std"]
     c, place, photo = run.config, run.place or distributed.ALONE, run_photo(run.meta)
-    if place.world > len(run.data.train):
-        raise ConfigError(f"{len(run.data.train)} training images cannot be shared by {place.world} workers; "
-                          f"use --devices {len(run.data.train)} or fewer")
+    check_workers(len(run.data.train), place.world)
     batch_size = distributed.local_batch(batch_size, place.world)
     train = DeviceLoader(distributed.shard(run.data.train, place, equal=True), batch_size, run.device, m, s,
                          shuffle=True, augment=c.augment, crop_pad=c.translate, generator=run.generator,
@@ -239,10 +245,6 @@ def open_run(config: TrainConfig | None, out, resume, quiet: bool, overrides: di
 
 RUN_FILES = {CHECKPOINT, "config.json", "history.csv", ".lock", "model"}
 MODEL_DIR = "model"  # a user's model file, copied into the run directory
-
-
-def is_user_model(spec: str) -> bool:
-    return ":" in spec and spec.rsplit(":", 1)[0].endswith(".py")
 
 
 def keep_model_file(spec: str, run_dir: Path) -> str:
@@ -432,7 +434,7 @@ def summary_line(rows: list[dict], run_dir: Path) -> str:
 
 def user_model_error(config: TrainConfig, e: Exception) -> ConfigError | None:
     """An error raised inside a user's model file, as one line naming the file and the epoch."""
-    if isinstance(e, TenfoldError) or not (":" in config.model and config.model.rsplit(":", 1)[0].endswith(".py")):
+    if isinstance(e, TenfoldError) or not is_user_model(config.model):
         return None
     first = str(e).splitlines()[0][:200] if str(e) else ""
     return ConfigError(f"model {config.model} failed in epoch {ACTIVE.get('epoch', '?')}: "
