@@ -31,6 +31,9 @@ class AwsTestBed:
         self.quota_requests: list[dict] = []
         self.spot_prices: list[tuple[str, str, float, datetime.datetime]] = []  # type, zone, price, since
         self.launch_faults: list[list] = []  # [AWS error code, message, times left]: RunInstances fails so
+        self.faults: list[dict] = []  # any call fails: see fail_calls
+        self.delays: dict[str, float] = {}  # action -> seconds its answer is held back (after it took effect)
+        self.seen: list[str] = []  # the actions called, in order
         self.patches = self.install()
         self.imds = Imds()
 
@@ -49,14 +52,54 @@ class AwsTestBed:
         self.quota_requests.clear()
         self.spot_prices.clear()
         self.launch_faults.clear()
+        self.faults.clear()
+        self.delays.clear()
+        self.seen.clear()
         self.imds.notice = None
 
     def fail_launches(self, code: str, message: str = "injected by the test", times: int = 1) -> None:
         """The next `times` RunInstances calls fail with this AWS error (a 400, which botocore does not retry)."""
         self.launch_faults.append([code, message, times])
 
+    def fail_calls(self, code: str, action: str = "*", times: int | None = None, after: str | None = None,
+                   message: str = "injected by the test") -> None:
+        """Calls of `action` ("*": any) fail with this AWS error: `times` times (None: until clear_faults), and
+        only once `after` (an action) has been called, e.g. credentials expiring right after RunInstances."""
+        self.faults.append({"code": code, "action": action, "times": times, "after": after, "message": message})
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+        self.delays.clear()
+
+    def fault_for(self, action: str) -> dict | None:
+        for fault in self.faults:
+            if fault["action"] in ("*", action) and (fault["after"] is None or fault["after"] in self.seen):
+                if fault["times"] is not None:
+                    fault["times"] -= 1
+                    if fault["times"] <= 0:
+                        self.faults.remove(fault)
+                return fault
+        return None
+
     def install(self) -> list[tuple]:
         bed = self
+        from moto.core.responses import BaseResponse
+        from moto.core.utils import camelcase_to_underscores
+        original_call = BaseResponse.call_action
+
+        def call_action(handler):
+            action = handler._get_action()
+            fault = bed.fault_for(action)
+            if fault is not None:  # the action's own method raises, so moto answers as AWS would
+                def refuse():
+                    raise EC2ClientError(fault["code"], fault["message"])
+                setattr(handler, camelcase_to_underscores(action), refuse)
+            result = original_call(handler)
+            bed.seen.append(action)
+            if action in bed.delays:
+                import time
+                time.sleep(bed.delays[action])
+            return result
 
         def get_service_quota(handler) -> str:
             params = json.loads(handler.body)
@@ -116,7 +159,8 @@ class AwsTestBed:
                         spot_request(backend, inst, market.get("SpotOptions", {}), tags)
             return result
 
-        patches = [(InstanceResponse, "run_instances", run_instances),
+        patches = [(BaseResponse, "call_action", call_action),
+                   (InstanceResponse, "run_instances", run_instances),
                    (ServiceQuotasResponse, "get_service_quota", get_service_quota),
                    (ServiceQuotasResponse, "request_service_quota_increase", request_service_quota_increase),
                    (SpotInstances, "describe_spot_price_history", describe_spot_price_history)]

@@ -50,12 +50,17 @@ def spot_interruption(bed: AwsTestBed, instance_id: str, remote: Path, timeout: 
 
 
 def authorize_new_keys(server: SshServer, keys: Path, stop: threading.Event) -> None:
-    """What a new instance's first boot does: install the launch's key pair."""
-    seen: set[Path] = set()
+    """What a new instance's first boot does: install the launch's key pair. Known by content, not by file name:
+    a key pair made again under the same name (after `down`, or a failed `up`) is a new key to install."""
+    seen: set[bytes] = set()
     while not stop.wait(0.2):
         for key in keys.glob("*.pem") if keys.exists() else []:
-            if key not in seen:
-                seen.add(key)
+            try:
+                material = key.read_bytes()
+            except OSError:
+                continue  # removed meanwhile (`down`)
+            if material and material not in seen:
+                seen.add(material)
                 server.authorize(key)
 
 
@@ -63,7 +68,8 @@ def control(bed: AwsTestBed, remote: Path) -> http.server.ThreadingHTTPServer:
     """A small endpoint for the faults a shell cannot make: interruptions, refused launches; and checkip."""
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            self.reply(200, f"{CALLER}\n" if self.path == "/checkip" else "POST /interrupt/ID or /fail-launch/CODE\n")
+            self.reply(200, f"{CALLER}\n" if self.path == "/checkip" else
+                       "POST /interrupt/ID, /stop/ID, /fail-launch/CODE, /fail/CODE/ACTION, /clear\n")
 
         def do_POST(self):
             verb, _, arg = self.path.strip("/").partition("/")
@@ -74,6 +80,17 @@ def control(bed: AwsTestBed, remote: Path) -> http.server.ThreadingHTTPServer:
             elif verb == "fail-launch":
                 bed.fail_launches(arg)
                 self.reply(200, f"the next launch fails with {arg}\n")
+            elif verb == "stop":  # the machine shut itself down (idle stop, --max-hours): AWS reports it stopped
+                power_off(remote)
+                ec2_client(bed).stop_instances(InstanceIds=[arg])
+                self.reply(200, f"{arg}: stopped\n")
+            elif verb == "fail":  # every call of ACTION (or *) fails with CODE until /clear, e.g. ExpiredToken
+                code, _, action = arg.partition("/")
+                bed.fail_calls(code, action or "*")
+                self.reply(200, f"{action or 'every call'} fails with {code} until POST /clear\n")
+            elif verb == "clear":
+                bed.clear_faults()
+                self.reply(200, "no more faults\n")
             else:
                 self.reply(404, "unknown\n")
 
@@ -88,6 +105,12 @@ def control(bed: AwsTestBed, remote: Path) -> http.server.ThreadingHTTPServer:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+def ec2_client(bed: AwsTestBed):
+    import boto3
+    return boto3.client("ec2", region_name="us-east-1", endpoint_url=bed.endpoint, aws_access_key_id="testing",
+                        aws_secret_access_key="testing")
 
 
 def main(root: Path) -> None:

@@ -23,13 +23,15 @@ def free_port() -> int:
 
 
 class SshServer:
-    def __init__(self, root: Path, path: str | None = None):
+    def __init__(self, root: Path, path: str | None = None, port: int | None = None):
+        """`port`: a given one (a new machine at a reused address), else a free one."""
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self.authorized = root / "authorized_keys"
         self.authorized.write_text("")
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "host_ed25519")], check=True)
+        if not (root / "host_ed25519").exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "host_ed25519")], check=True)
         config = root / "sshd_config"
         config.write_text("\n".join([
             f"Port {self.port}", "ListenAddress 127.0.0.1", f"HostKey {root / 'host_ed25519'}",

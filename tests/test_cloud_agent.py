@@ -7,6 +7,7 @@ import time
 
 from conftest import power_off, run_cli, wait_for
 from tenfold.cloud import jobs
+from tenfold.cloud.remote import ssh_command
 
 
 def guard(box, **settings):
@@ -22,8 +23,8 @@ def test_idle_stop_waits_for_the_job_and_for_logins(box, tmp_path):
     guard(box, idle_stop=1.5)
     wait_for(lambda: (box["remote"] / "job" / "exit").exists(), what="the job's end")
     job_end = (box["remote"] / "job" / "exit").stat().st_mtime
-    login = subprocess.Popen(["ssh", "box", "sleep", "3"])   # somebody logs in: still not idle
-    login.wait(timeout=60)
+    login = subprocess.Popen(ssh_command("box", "sleep", "3"))   # somebody logs in: still not idle
+    assert login.wait(timeout=60) == 0
     logout = time.time()
     wait_for(stopped.exists, what="the idle stop")
     assert stopped.stat().st_mtime >= max(job_end, logout) + 1.5 - 0.5  # idle counted from the last activity

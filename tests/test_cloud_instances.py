@@ -210,9 +210,11 @@ def test_a_key_pair_whose_private_key_is_lost_is_replaced(cloud, tenfold_home):
     assert "PRIVATE KEY" in key and key != old["KeyMaterial"]
 
 
-def test_the_first_boot_installs_the_agent_with_its_guardrails(cloud, tmp_path):
+def test_the_first_boot_installs_the_agent_with_its_guardrails(cloud, tmp_path, monkeypatch):
     """The launch carries user data that cloud-init runs as root at first boot: here it runs on this machine
     (as the current user, into the test's folder) and must leave the agent running with the guardrails asked."""
+    overrides = json.loads(os.environ["TENFOLD_AGENT_OVERRIDES"])
+    monkeypatch.setenv("TENFOLD_AGENT_OVERRIDES", json.dumps({**overrides, "running_since": time.time()}))  # "booted"
     out = cli("up", "gpu", "--spot", "--idle-stop", "45m", "--max-hours", "3", "--cidr", "203.0.113.7/32")
     attr = ec2().describe_instance_attribute(InstanceId=out["instance"]["id"], Attribute="userData")
     script = base64.b64decode(attr["UserData"]["Value"]).decode()

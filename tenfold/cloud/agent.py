@@ -9,13 +9,18 @@ Under ROOT (tenfold's folder on the host, ~/tenfold by default):
   job/spec.json                  the job: command, resume (the command that continues it), run_dir
   job/pid, job/log, job/exit     the job runner's process, the job's output, its exit status once it ended
   job/interrupted                present while a job was cut short (spot notice, max hours) and not yet resumed
+  job/lock                       flock(2)ed by whoever starts or resumes a job: one job per host, atomically
+  job/history/                   the logs of earlier jobs (the last KEEP_LOGS)
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,7 +32,11 @@ from pathlib import Path
 DEFAULTS = {"max_hours": None, "idle_stop": None, "spot": False, "stop": ["sudo", "-n", "shutdown", "-h", "now"],
             "imds": "http://169.254.169.254", "poll": 5.0, "auto_resume": True, "boot_hook": False}
 GRACE = 100  # seconds the job gets to exit after SIGTERM: the spot notice comes 2 minutes before the stop
-SSH_SESSION = re.compile(rb"^sshd(-session)?: \S+@")  # an ssh login's process title, e.g. "sshd: ubuntu@pts/0"
+# The process title of an authenticated ssh connection: "sshd: ubuntu@pts/0" (a shell), "sshd: ubuntu@notty" (a
+# command), "sshd: ubuntu [priv]" (its monitor), or a bare "sshd: root" (a root login with only port forwards, as
+# `tenfold cloud notebook` opens). Not the listener, nor "[net]"/"[accepted]"/"[preauth]": strangers knocking.
+SSH_SESSION = re.compile(r"^sshd(?:-session)?: (?!unknown\b)[\w.-]+(?:@\S+| \[priv\])?$")
+KEEP_LOGS = 20  # earlier jobs' logs kept in job/history
 
 
 def log(root: Path, text: str) -> None:
@@ -65,6 +74,27 @@ def alive_pid(pid: int) -> int | None:
             return None if f.read().rsplit(")", 1)[1].split()[0] == "Z" else pid
     except (OSError, ValueError, IndexError):
         return None
+
+
+@contextlib.contextmanager
+def job_lock(root: Path, wait: float = 0.0):
+    """Hold ROOT/job/lock (flock: released by the kernel when its holder dies, so never stale); yields False
+    when another process holds it for longer than `wait` seconds."""
+    with open(root / "job" / "lock", "a") as f:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.1)
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def detach(root: Path, *command: str) -> None:
@@ -131,9 +161,17 @@ def run_job(root: Path) -> int:
         if resuming:
             out.write(f"tenfold: resuming after an interruption: {' '.join(argv)}\n")
             out.flush()
+        if not runnable(argv[0], root / "work"):
+            out.write(f"tenfold: cannot run {argv[0]}: no such command on this host\n")
+            write_atomic(job / "exit", "127\n")
+            return 127
+        # Into a file, Python and C programs buffer their output by the 4-8 kB block: the log would show
+        # nothing until the end, and lose the tail to a kill. Unbuffered Python, line-buffered stdio instead.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        wrapper = ["stdbuf", "-oL", "-eL"] if shutil.which("stdbuf") else []
         try:
-            child = subprocess.Popen(argv, cwd=root / "work", stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+            child = subprocess.Popen(wrapper + argv, cwd=root / "work", stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=env)
         except OSError as e:
             out.write(f"tenfold: cannot run {argv[0]}: {e.strerror}\n")
             write_atomic(job / "exit", "127\n")
@@ -144,6 +182,13 @@ def run_job(root: Path) -> int:
         write_atomic(job / "exit", f"{code}\n")
     os.sync()  # the checkpoint on disk before anything stops the machine
     return code
+
+
+def runnable(program: str, cwd: Path) -> bool:
+    """Whether `program` (a name on PATH, or a path from the job's folder) can be run."""
+    if "/" in program:
+        return os.access(cwd / program, os.X_OK)
+    return shutil.which(program) is not None
 
 
 def interrupt_job(root: Path, why: str) -> None:
@@ -161,15 +206,50 @@ def interrupt_job(root: Path, why: str) -> None:
 
 
 def resume(root: Path) -> str:
-    state = job_state(root)
-    if state == "interrupted":
-        log(root, "resuming the interrupted job")
+    """Restart the interrupted job (under the job lock: the watcher at boot and `run --resume` may both ask)."""
+    with job_lock(root, wait=30) as held:
+        if not held:
+            return "busy"
+        state = job_state(root)
+        if state == "interrupted":
+            log(root, "resuming the interrupted job")
+            detach(root, "job")
+            resume_wait(root)  # until the runner has written its pid: `logs` can follow at once
+            return "resumed"
+        return state
+
+
+def claim(root: Path, force: bool) -> int:
+    """Hold the job lock for a `tenfold cloud run` that uploads and then starts a new job: answers one word on
+    stdout (busy | running | interrupted | claimed); while claimed, reads stdin: "start" moves job/next.json in
+    as the job and starts it (answering started | failed); end of input (the laptop gone) lets go of it all."""
+    with job_lock(root) as held:
+        state = job_state(root) if held else "busy"
+        if state == "running" or state == "busy" or (state == "interrupted" and not force):
+            print(state, flush=True)
+            return 1
+        print("claimed", flush=True)
+        if sys.stdin.readline().strip() != "start":
+            return 1
+        job = root / "job"
+        archive_log(job)
+        for name in ("exit", "interrupted", "pid"):
+            (job / name).unlink(missing_ok=True)
+        os.replace(job / "next.json", job / "spec.json")
         detach(root, "job")
-        deadline = time.monotonic() + 10  # until the runner has written its pid: `logs` can follow at once
-        while not alive(root / "job" / "pid") and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return "resumed"
-    return state
+        print("started" if resume_wait(root) else "failed", flush=True)
+        return 0
+
+
+def archive_log(job: Path) -> None:
+    """Keep the last job's log in job/history (the newest KEEP_LOGS) before a new job starts."""
+    if not (job / "log").exists():
+        return
+    (job / "history").mkdir(exist_ok=True)
+    stamp = datetime.datetime.fromtimestamp((job / "log").stat().st_mtime).strftime("%Y%m%d-%H%M%S-%f")
+    os.replace(job / "log", job / "history" / f"{stamp}.log")
+    for old in sorted((job / "history").glob("*.log"))[:-KEEP_LOGS]:
+        old.unlink()
 
 
 # ---- the watcher ------------------------------------------------------------------------------------------
@@ -190,16 +270,53 @@ def spot_notice(base: str) -> dict | None:
 
 
 def ssh_logins() -> int:
-    """How many ssh logins are open (sshd's per-session process titles name the user)."""
+    """How many authenticated ssh connections are open: shells, commands, and sessions with only port forwards
+    (a notebook's tunnel), by sshd's process titles (see SSH_SESSION)."""
     count = 0
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    count += bool(SSH_SESSION.match(f.read()))
+                    title = f.read().split(b"\0", 1)[0].decode(errors="replace").strip()
             except OSError:
                 continue
+            count += bool(SSH_SESSION.match(title))
     return count
+
+
+def notebook_busy(root: Path, since: float) -> bool:
+    """Whether the notebook server tenfold started here is in use: a browser connected to a kernel, a kernel
+    busy (a cell running with the tunnel closed), or any activity after `since` (time.time()), as Jupyter's
+    /api/status and /api/kernels report it."""
+    path = root / "notebook.json"
+    try:
+        info = json.loads(path.read_text())
+        if not alive_pid(info["pid"]):
+            return False
+        base, headers = f"http://127.0.0.1:{info['port']}", {"Authorization": f"token {info['token']}"}
+        # no_track_activity: these very polls must not count as someone using the notebook
+        status = http_json(f"{base}/api/status?no_track_activity=1", headers)
+        kernels = http_json(f"{base}/api/kernels?no_track_activity=1", headers)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    last = status.get("last_activity") or ""
+    try:
+        recent = datetime.datetime.fromisoformat(last.replace("Z", "+00:00")).timestamp() > since
+    except ValueError:
+        recent = False
+    return (status.get("connections", 0) > 0 or recent
+            or any(k.get("execution_state") == "busy" or k.get("connections", 0) > 0 for k in kernels))
+
+
+def http_json(url: str, headers: dict):
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as r:
+        return json.loads(r.read().decode())
+
+
+def boot_time() -> float:
+    """When this machine booted (time.time() scale), from /proc/stat."""
+    with open("/proc/stat") as f:
+        return float(next(line.split()[1] for line in f if line.startswith("btime ")))
 
 
 def stop_machine(root: Path, cfg: dict, why: str) -> None:
@@ -217,9 +334,13 @@ def watch(root: Path) -> None:
         return
     write_atomic(root / "agent.pid", f"{os.getpid()}\n")
     cfg = config(root)
-    started = idle_since = time.monotonic()
+    # --max-hours counts from the instance's start (AWS's LaunchTime, reset at every start, as tenfold passed
+    # it), or from this boot if later (AWS restarted it alone): never from the agent's own (re)start.
+    started = max(boot_time(), cfg.get("running_since") or 0.0)
+    idle_since = time.monotonic()
     log(root, f"agent started: max_hours={cfg['max_hours'] or 'none'} idle_stop={cfg['idle_stop'] or 'none'} "
-              f"(seconds) spot={cfg['spot']}")
+              f"(seconds) spot={cfg['spot']} running since "
+              f"{datetime.datetime.fromtimestamp(started, datetime.timezone.utc):%Y-%m-%dT%H:%M:%SZ}")
     if cfg["auto_resume"] and job_state(root) == "interrupted":
         resume(root)
     noticed = False
@@ -230,12 +351,14 @@ def watch(root: Path) -> None:
             if notice:
                 noticed = True
                 interrupt_job(root, f"spot interruption notice ({notice.get('action')} at {notice.get('time')})")
-        if cfg["max_hours"] and now - started >= cfg["max_hours"] * 3600:
+        if cfg["max_hours"] and time.time() - started >= cfg["max_hours"] * 3600:
             return stop_machine(root, cfg, f"--max-hours {cfg['max_hours']:g} reached")
-        if job_state(root) == "running" or ssh_logins():
+        if (job_state(root) == "running" or ssh_logins()
+                or notebook_busy(root, time.time() - (now - idle_since))):
             idle_since = now
         elif cfg["idle_stop"] and now - idle_since >= cfg["idle_stop"]:
-            return stop_machine(root, cfg, f"idle for {cfg['idle_stop']:g} s (no job, nobody logged in)")
+            return stop_machine(root, cfg, f"idle for {cfg['idle_stop']:g} s (no job, no ssh session or tunnel, "
+                                           "no notebook in use)")
         time.sleep(cfg["poll"])
 
 
@@ -273,9 +396,8 @@ def main(argv: list[str]) -> int:
     (root / "job").mkdir(parents=True, exist_ok=True)
     if command == "job":
         return run_job(root)
-    if command == "start-job":  # the laptop wrote job/spec.json: run it detached
-        detach(root, "job")
-        return 0 if resume_wait(root) else 1
+    if command == "claim":
+        return claim(root, force="--force" in argv[2:])
     if command == "resume":
         print(resume(root))
     elif command == "follow":

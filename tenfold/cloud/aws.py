@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import time
 from typing import Iterator
 
 import boto3
@@ -152,6 +153,30 @@ def find_instances(s: boto3.Session, name: str | None, region: str | None = None
 
 
 NAME_TAG = "tenfold:name"
+
+
+def delete_security_group(s: boto3.Session, group_id: str, region: str, wait: float, interval: float = 5.0) -> bool:
+    """Delete a security group, retrying while AWS still counts a just-terminated instance's network interface
+    as using it (DependencyViolation, for up to `wait` seconds); False when it is still held then."""
+    ec2 = client(s, "ec2", region)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            ec2.delete_security_group(GroupId=group_id)
+            return True
+        except botocore.exceptions.ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            if code == "InvalidGroup.NotFound":
+                return True
+            if code != "DependencyViolation":
+                with aws_errors(region):
+                    raise
+            if time.monotonic() + interval > deadline:
+                return False
+        except botocore.exceptions.BotoCoreError:
+            with aws_errors(region):
+                raise
+        time.sleep(interval)
 
 
 class LaunchError(CloudError):

@@ -4,9 +4,20 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 from tenfold.argtypes import Parser, duration, number, positive_int, positive_number
 from tenfold.errors import TenfoldError
+
+
+def hours_or_off(text: str) -> float:
+    """--max-hours: hours above 0, or off (0.0: no limit)."""
+    return 0.0 if text.strip().lower() in ("off", "none", "never") else positive_number(text)
+
+
+def duration_or_off(text: str) -> float:
+    """--idle-stop: seconds, or off (0.0)."""
+    return duration(text) or 0.0
 
 
 def cloud_module():
@@ -43,14 +54,27 @@ def run_command(args) -> int:
 
 
 def host_for(args) -> str:
-    """The ssh host: --host, an ssh host named NAME, or tenfold's instance NAME (started first for --resume)."""
+    """The ssh host: --host, an ssh host named NAME, or tenfold's instance NAME (started first for --resume;
+    for anything else, checked to be running, so a stopped one is named as such rather than timing out)."""
     from tenfold.cloud.remote import configured, target
+    from tenfold.cloud.ssh_config import host_entry, secure_key
 
-    if getattr(args, "resume", False) and not args.host and configured(f"tenfold-{args.name or 'default'}"):
+    name = args.name or "default"
+    if getattr(args, "resume", False) and not args.host and configured(f"tenfold-{name}"):
         cloud_module()
         from tenfold.cloud import instances
-        return instances.reach(args.name or "default", args.region, args.profile)
-    return target(args.name, args.host)
+        return instances.reach(name, args.region, args.profile)
+    host = target(args.name, args.host)
+    entry = host_entry(host) if host == f"tenfold-{name}" else {}
+    if entry:  # an instance tenfold launched: its key kept private, its state checked
+        secure_key(Path(entry.get("identityfile", "")))
+        try:
+            cloud_module()
+            from tenfold.cloud import instances
+        except TenfoldError:
+            return host  # no boto3 here: ssh will tell
+        instances.check_reachable(name, args.region, args.profile)
+    return host
 
 
 def cmd_jobs(args) -> int:
@@ -74,12 +98,14 @@ def cmd_jobs(args) -> int:
             return 0
         return notebook.notebook(host, args.port)
     if args.cloud_command == "logs":
+        jobs.install_agent(host)
         status = jobs.follow(host)
     else:
         if args.resume:
             print(f"tenfold: the job on {host}: {jobs.resume(host)}", file=sys.stderr)
         else:
-            jobs.start(host, args.remote, Path.cwd())
+            jobs.start(host, args.remote, Path.cwd(), force=args.force,
+                       name=f"--host {args.host}" if args.host else (args.name or "default"))
             print(f"tenfold: started on {host}: {' '.join(args.remote)} (Ctrl-C detaches; `tenfold cloud logs` "
                   "reattaches)", file=sys.stderr)
         status = jobs.follow(host)
@@ -98,9 +124,11 @@ def cmd_instances(args) -> int:
     from tenfold.cloud import instances as inst
 
     if args.cloud_command == "up":
-        guardrails = inst.Guardrails(args.max_hours, args.idle_stop)
-        result = inst.up(args.name, args.type, not args.on_demand, args.disk, args.region, args.profile, args.cidr,
-                         args.max_price, args.ami, wait=0 if args.no_wait else args.wait, guardrails=guardrails)
+        market = False if args.on_demand else (True if args.spot else None)
+        result = inst.up(args.name, args.type, market, args.disk, args.region, args.profile, args.cidr,
+                         args.max_price, args.ami, wait=0 if args.no_wait else args.wait,
+                         guardrails={"max_hours": args.max_hours, "idle_stop": args.idle_stop},
+                         change_guardrails=args.change_guardrails)
         print(json.dumps(result, indent=2) if args.json else inst.format_up(result))
     elif args.cloud_command == "status":
         rows = inst.status(args.region, args.profile)
@@ -120,20 +148,23 @@ def cmd_instances(args) -> int:
 
 def add_instance_commands(csub) -> list:
     p = csub.add_parser("up", help="launch a GPU instance (or find the one already running), ready for ssh")
-    p.add_argument("--type", default="g4dn.xlarge", help="instance type (default g4dn.xlarge; see `tenfold cloud gpus`)")
+    p.add_argument("--type", help="instance type (default g4dn.xlarge; see `tenfold cloud gpus`)")
     market = p.add_mutually_exclusive_group()
     market.add_argument("--spot", action="store_true", help="a spot instance (the default): about 70%% cheaper, "
                                                             "stopped on interruption, resumable")
     market.add_argument("--on-demand", action="store_true", help="an on-demand instance: never interrupted")
-    p.add_argument("--disk", type=positive_int, default=100, help="root volume in GB, gp3 (default 100)")
+    p.add_argument("--disk", type=positive_int, help="root volume in GB, gp3 (default 100)")
     p.add_argument("--cidr", help="who may ssh in (default: this machine's public address /32)")
     p.add_argument("--max-price", type=number, help="spot: the most to pay per hour (default none, as AWS advises)")
     p.add_argument("--ami", help="machine image (default: the current Deep Learning AMI, from SSM)")
-    p.add_argument("--max-hours", type=positive_number, metavar="HOURS",
-                   help="the instance stops itself after this many hours running (default: no limit)")
-    p.add_argument("--idle-stop", type=duration, default=3600, metavar="DURATION",
-                   help="the instance stops itself after this long with no job running and nobody logged in, "
-                        "e.g. 30m, 2h, off (default 1h)")
+    p.add_argument("--max-hours", type=hours_or_off, metavar="HOURS",
+                   help="the instance stops itself after this many hours since it started, e.g. 8 or off "
+                        "(default: no limit)")
+    p.add_argument("--idle-stop", type=duration_or_off, metavar="DURATION",
+                   help="the instance stops itself after this long with no job running, no ssh session or tunnel "
+                        "and no notebook in use, e.g. 30m, 2h, off (default 1h)")
+    p.add_argument("--change-guardrails", action="store_true",
+                   help="let --max-hours/--idle-stop change those of an instance that exists (else refused)")
     st = csub.add_parser("start", help="start it again (the agent resumes an interrupted job)")
     for parser in (p, st):
         parser.add_argument("--wait", type=positive_int, default=600, metavar="SECONDS",
@@ -148,6 +179,8 @@ def add_instance_commands(csub) -> list:
     after.add_argument("--down", action="store_true", help="terminate the instance when the job ends")
     r.add_argument("--resume", action="store_true", help="continue the job an interruption cut short (starting "
                                                          "the instance first if it is stopped)")
+    r.add_argument("--force", action="store_true", help="start a new job even though the last one was interrupted "
+                                                        "and not resumed (its files stay on the host)")
     r.add_argument("name", nargs="?", metavar="NAME", help="the instance's name, or any ssh host (default: default)")
     r.add_argument("remote", nargs="*", metavar="-- COMMAND", help="what to run there, after --")
     lg = csub.add_parser("logs", help="follow the running job's log until it ends")

@@ -10,6 +10,7 @@ import datetime
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 from tenfold.cloud import aws
@@ -122,6 +123,26 @@ def catch_up(inst: dict, name: str, region: str, events: list[dict] | None = Non
         record(event, inst, name, region, when=when)
 
 
+def note_launch(s, inst: dict, region: str) -> bool:
+    """Put an instance the ledger does not know (launched while tenfold was interrupted, or from another
+    machine) into it: launched when its root volume was created, which a restart does not reset. True if added."""
+    if inst["InstanceId"] in read_ledger():
+        return False
+    ids = [m["Ebs"]["VolumeId"] for m in inst.get("BlockDeviceMappings", []) if "Ebs" in m]
+    with aws.aws_errors(region):
+        vols = aws.client(s, "ec2", region).describe_volumes(VolumeIds=ids)["Volumes"] if ids else []
+    created = [v["CreateTime"] for v in vols if v.get("CreateTime")]
+    when = min(created) if created else inst["LaunchTime"]
+    name = next((t["Value"] for t in inst.get("Tags", []) if t["Key"] == aws.NAME_TAG), "?")
+    record("launch", inst, name, region, sum(v.get("Size", 0) for v in vols), when=when)
+    return True
+
+
+def untracked(s, region: str) -> list[str]:
+    """Note in the ledger every tenfold instance in `region` it lacks; their IDs."""
+    return [i["InstanceId"] for i in aws.find_instances(s, None, region) if note_launch(s, i, region)]
+
+
 def reconcile(s, ledger: dict[str, list[dict]]) -> None:
     """Bring the ledger up to date with AWS for every instance that may have changed state without tenfold."""
     for iid, events in ledger.items():
@@ -139,11 +160,15 @@ def reconcile(s, ledger: dict[str, list[dict]]) -> None:
 def report(region: str | None = None, profile: str | None = None) -> dict:
     end = now()
     catalog = {c.type: c for c in load_catalog()}
+    s = aws.session(region, profile)
+    try:  # every instance that exists is costed, whether or not tenfold saw its launch
+        untracked(s, aws.region_of(s))
+    except aws.CloudError as e:
+        print(f"warning: the ledger alone (AWS not asked for instances missing from it: {e})", file=sys.stderr)
     ledger = read_ledger()
     if ledger:
-        reconcile(aws.session(region, profile), ledger)
+        reconcile(s, ledger)
         ledger = read_ledger()
-    s = aws.session(region, profile) if ledger else None
     rows = []
     for iid, events in ledger.items():
         first = events[0]

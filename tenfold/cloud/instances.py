@@ -10,6 +10,7 @@ import contextlib
 import datetime
 import ipaddress
 import os
+import re
 import sys
 import time
 import urllib.request
@@ -19,7 +20,7 @@ from pathlib import Path
 from tenfold.cloud import aws, cost, jobs
 from tenfold.cloud.catalog import QUOTA_CODES, load_catalog
 from tenfold.cloud.remote import wait_for_ssh
-from tenfold.cloud.ssh_config import remove_host, write_host
+from tenfold.cloud.ssh_config import forget_host_key, host_entry, remove_host, write_host
 from tenfold.errors import ConfigError
 from tenfold.fileio import atomic_open, tenfold_home
 
@@ -28,6 +29,7 @@ CHECKIP_URL = "https://checkip.amazonaws.com"
 SSH_WAIT = 600   # seconds: a Deep Learning AMI takes a few minutes to boot
 RESTART_POLL = 2  # seconds between looks at an interrupted instance that AWS is to restart
 IDLE_STOP = 3600  # seconds: the default idle stop, so a forgotten instance stops billing compute after an hour
+SG_WAIT = 300     # seconds: how long `down` retries deleting a security group AWS still holds after a termination
 
 
 def resource_name(name: str) -> str:
@@ -117,7 +119,10 @@ def dlami(s, region: str, ami: str | None) -> str:
 
 
 def launch(s, name: str, region: str, itype: str, spot: bool, disk: int, image: str, key: str, group: str,
-           max_price: float | None, user_data: str = "") -> dict:
+           max_price: float | None, user_data: str = "", rails: Guardrails | None = None,
+           launched: list | None = None) -> dict:
+    """RunInstances, noted in the cost ledger the moment AWS answers (and appended to `launched`), then wait
+    until the instance runs."""
     ec2 = aws.client(s, "ec2", region)
     with aws.aws_errors(region):
         root = ec2.describe_images(ImageIds=[image])["Images"][0].get("RootDeviceName", "/dev/sda1")
@@ -125,7 +130,8 @@ def launch(s, name: str, region: str, itype: str, spot: bool, disk: int, image: 
                     MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},  # IMDSv2 only
                     BlockDeviceMappings=[{"DeviceName": root, "Ebs": {"VolumeSize": disk, "VolumeType": "gp3",
                                                                       "DeleteOnTermination": True}}],
-                    TagSpecifications=[{"ResourceType": r, "Tags": tags(name)} for r in ("instance", "volume")],
+                    TagSpecifications=[{"ResourceType": "instance", "Tags": tags(name) + (rails or Guardrails()).tags()},
+                                       {"ResourceType": "volume", "Tags": tags(name)}],
                     UserData=user_data)  # the agent and its guardrails from the first boot
         if spot:  # persistent + stop: the only spot kind that can be stopped and started again
             options = {"SpotInstanceType": "persistent", "InstanceInterruptionBehavior": "stop"}
@@ -137,6 +143,9 @@ def launch(s, name: str, region: str, itype: str, spot: bool, disk: int, image: 
         instance = aws.run_instance(s, args, region)
     except aws.LaunchError as e:
         raise aws.CloudError(launch_advice(e, itype, spot, max_price, region)) from None
+    cost.record("launch", instance, name, region, disk)
+    if launched is not None:
+        launched.append(instance)
     with aws.aws_errors(region):
         ec2.get_waiter("instance_running").wait(InstanceIds=[instance["InstanceId"]],
                                                 WaiterConfig={"Delay": 5, "MaxAttempts": 120})
@@ -190,62 +199,203 @@ def volumes(s, instance: dict, region: str) -> list[dict]:
         return aws.client(s, "ec2", region).describe_volumes(VolumeIds=ids)["Volumes"]
 
 
+GUARD_TAGS = {"max_hours": "tenfold:max-hours", "idle_stop": "tenfold:idle-stop"}  # the guardrails, on AWS
+
+
 @dataclass
 class Guardrails:
-    """What the agent on the instance enforces, with the laptop closed."""
-    max_hours: float | None = None       # hours since boot, then stop
-    idle_stop: float | None = IDLE_STOP  # seconds with no job running and nobody logged in, then stop
+    """What the agent on the instance enforces, with the laptop closed. They live on the instance as tags (set
+    at launch; changed only by `up --change-guardrails`), so every later `up`, `start` and resume applies the
+    same ones, and --max-hours counts from the instance's start, not from whenever tenfold last connected."""
+    max_hours: float | None = None       # hours since the instance started, then stop; None: no limit
+    idle_stop: float | None = IDLE_STOP  # seconds with no job, ssh session or notebook in use, then stop; None: off
 
-    def settings(self, spot: bool) -> dict:
+    @classmethod
+    def of(cls, instance: dict) -> "Guardrails":
+        """The guardrails an instance was given (tags); an instance without them gets the defaults."""
+        found = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+        values = {}
+        for field, key in GUARD_TAGS.items():
+            if key in found:
+                values[field] = None if found[key] in ("none", "off") else float(found[key])
+        return cls(**values)
+
+    def merged(self, asked: dict) -> "Guardrails":
+        """These guardrails with the flags given on top (0: off)."""
+        return Guardrails(**{f: (v or None) if f in asked else getattr(self, f)
+                             for f, v in {**vars(self), **asked}.items()})
+
+    def tags(self) -> list[dict]:
+        return [{"Key": GUARD_TAGS["max_hours"], "Value": "none" if self.max_hours is None else f"{self.max_hours:g}"},
+                {"Key": GUARD_TAGS["idle_stop"], "Value": "off" if self.idle_stop is None else f"{self.idle_stop:g}"}]
+
+    def describe(self) -> str:
+        return (f"--max-hours {'off' if self.max_hours is None else f'{self.max_hours:g}'}, "
+                f"--idle-stop {'off' if self.idle_stop is None else f'{self.idle_stop:g}s'}")
+
+    def settings(self, spot: bool, running_since: float | None = None) -> dict:
+        """The agent's agent.json; `running_since`: when the instance started (epoch seconds), the start of
+        --max-hours."""
         return {"max_hours": self.max_hours, "idle_stop": self.idle_stop, "spot": spot, "auto_resume": True,
-                "boot_hook": True, "stop": ["sudo", "-n", "shutdown", "-h", "now"]}  # an OS shutdown stops it
+                "boot_hook": True, "running_since": running_since,
+                "stop": ["sudo", "-n", "shutdown", "-h", "now"]}  # an OS shutdown stops it
 
 
-def up(name: str = "default", itype: str = "g4dn.xlarge", spot: bool = True, disk: int = 100,
-       region: str | None = None, profile: str | None = None, cidr: str | None = None,
-       max_price: float | None = None, ami: str | None = None, wait: float = SSH_WAIT,
-       guardrails: Guardrails | None = None) -> dict:
-    """Launch (or find, or start) instance NAME, wait up to `wait` seconds (0: not at all) for ssh, and set up
-    the agent that enforces the guardrails on it."""
-    guardrails = guardrails or Guardrails()
-    if guardrails.max_hours is not None and not guardrails.max_hours > 0:
-        raise ConfigError(f"--max-hours must be above 0, got {guardrails.max_hours}")
-    if not 30 <= disk <= 16384:
+@contextlib.contextmanager
+def name_lock(name: str, region: str):
+    """One `up` (or `down`) of NAME at a time from this machine: two at once would launch two instances."""
+    import fcntl
+    path = tenfold_home() / "cloud" / "locks" / f"{region}-{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"tenfold: another tenfold command is launching or removing tenfold-{name}; waiting for it",
+                  file=sys.stderr, flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def check_request(name: str, itype: str | None, disk: int | None, guardrails: dict) -> None:
+    if guardrails.get("max_hours") is not None and guardrails["max_hours"] < 0:
+        raise ConfigError(f"--max-hours must be above 0 (or off), got {guardrails['max_hours']}")
+    if disk is not None and not 30 <= disk <= 16384:
         raise ConfigError(f"--disk must be between 30 and 16384 GB, got {disk}")
     catalog = {c.type: c for c in load_catalog()}
-    if itype not in catalog:
+    if itype is not None and itype not in catalog:
         raise ConfigError(f"unknown GPU type '{itype}'; see `tenfold cloud gpus` ({', '.join(catalog)})")
+
+
+def up(name: str = "default", itype: str | None = None, spot: bool | None = None, disk: int | None = None,
+       region: str | None = None, profile: str | None = None, cidr: str | None = None,
+       max_price: float | None = None, ami: str | None = None, wait: float = SSH_WAIT,
+       guardrails: dict | None = None, change_guardrails: bool = False) -> dict:
+    """Launch (or find, or start) instance NAME, wait up to `wait` seconds (0: not at all) for ssh, and set up
+    the agent that enforces the guardrails on it.
+
+    `itype`, `spot`, `disk`, `max_price`, `ami`: None when not asked for (a new instance then gets g4dn.xlarge,
+    spot, 100 GB); for an instance that exists, anything asked that differs from it is refused (ConfigError).
+    `guardrails`: {"max_hours": hours, "idle_stop": seconds} as asked (0: off); an existing instance keeps its
+    own unless `change_guardrails`."""
+    asked = {k: v for k, v in (guardrails or {}).items() if v is not None}
+    check_request(name, itype, disk, asked)
     s = aws.session(region, profile)
     region = aws.region_of(s)
-    found = aws.find_instances(s, name, region)
-    if found:
-        instance = found[0]
-        ensure_security_group(s, name, region, caller_cidr(cidr))  # this caller's address, if it changed
-        if instance["State"]["Name"] in ("stopped", "stopping"):
-            instance = start(name, region, profile, wait=0)
-        action = "found"
-    else:
-        allowed = caller_cidr(cidr)
+    with name_lock(name, region):
+        found = aws.find_instances(s, name, region)
+        if found:
+            instance, rails = existing(s, name, region, found, itype, spot, disk, ami, max_price, asked,
+                                       change_guardrails)
+            ensure_security_group(s, name, region, caller_cidr(cidr))  # this caller's address, if it changed
+            if instance["State"]["Name"] in ("stopped", "stopping"):
+                instance = start(name, region, profile, wait=0)
+            action = "found"
+        else:
+            rails = Guardrails().merged(asked)
+            instance = create(s, name, region, itype or "g4dn.xlarge", True if spot is None else spot,
+                              disk or 100, cidr, max_price, ami, rails, profile)
+            action = "launched"
+    try:
+        if instance.get("PublicIpAddress"):
+            write_host(resource_name(name), instance["PublicIpAddress"], key_path(name), instance["InstanceId"])
+            if wait > 0:
+                wait_for_ssh(resource_name(name), wait)
+                jobs.install_agent(resource_name(name), agent_settings(instance, rails))
+            elif action == "found":
+                print(f"warning: --no-wait: changed guardrails reach the instance when tenfold next connects "
+                      f"(`tenfold cloud up {name}` again)", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"tenfold: tenfold-{name} ({instance['InstanceId']}) is {action} and bills: `tenfold cloud up {name}` "
+              f"finishes setting it up, `tenfold cloud down {name}` removes it", file=sys.stderr)
+        raise
+    return {"name": name, "action": action, "instance": summary(instance), "cost": hourly_cost(s, instance, region),
+            "guardrails": vars(rails)}
+
+
+def agent_settings(instance: dict, rails: Guardrails) -> dict:
+    launched = instance["LaunchTime"]
+    if isinstance(launched, str):
+        launched = datetime.datetime.fromisoformat(launched.replace("Z", "+00:00"))
+    return rails.settings(instance.get("InstanceLifecycle") == "spot", running_since=launched.timestamp())
+
+
+def existing(s, name: str, region: str, found: list[dict], itype, spot, disk, ami, max_price, asked: dict,
+             change_guardrails: bool) -> tuple[dict, Guardrails]:
+    """The instance NAME that exists, checked against what `up` asked for; its guardrails, changed if asked."""
+    instance = found[0]
+    if len(found) > 1:
+        print(f"warning: {len(found)} instances are named tenfold-{name} ({', '.join(i['InstanceId'] for i in found)}"
+              f"): using {instance['InstanceId']}; `tenfold cloud down {name}` terminates them all", file=sys.stderr)
+    refuse_mismatch(s, instance, name, region, itype, spot, disk, ami, max_price)
+    rails = Guardrails.of(instance)
+    wanted = rails.merged(asked)
+    if wanted != rails:
+        if not change_guardrails:
+            raise ConfigError(f"tenfold-{name} keeps the guardrails it was launched with ({rails.describe()}): to "
+                              f"change them to {wanted.describe()}, add --change-guardrails")
+        with aws.aws_errors(region):
+            aws.client(s, "ec2", region).create_tags(Resources=[instance["InstanceId"]], Tags=wanted.tags())
+        print(f"tenfold: guardrails of tenfold-{name} changed: {rails.describe()} -> {wanted.describe()} "
+              "(--max-hours counts from the instance's start)", file=sys.stderr)
+    return instance, wanted
+
+
+def refuse_mismatch(s, instance: dict, name: str, region: str, itype, spot, disk, ami, max_price) -> None:
+    """Refuse an `up` whose flags do not describe the instance that exists: they cannot change it."""
+    is_spot = instance.get("InstanceLifecycle") == "spot"
+    size = sum(v.get("Size", 0) for v in volumes(s, instance, region))
+    price = spot_price_limit(s, instance, region) if max_price is not None else None
+    differ = [flag for flag, want, have in [
+        (f"--type {itype}", itype, instance["InstanceType"]),
+        ("--spot" if spot else "--on-demand", spot, is_spot),
+        (f"--disk {disk}", disk, size), (f"--ami {ami}", ami, instance["ImageId"]),
+        (f"--max-price {max_price}", max_price, price)] if want is not None and want != have]
+    if differ:
+        raise ConfigError(
+            f"tenfold-{name} exists as a {instance['InstanceType']} {'spot' if is_spot else 'on-demand'} instance "
+            f"with a {size} GB disk ({instance['State']['Name']}, {instance['InstanceId']}), not {' '.join(differ)}: "
+            f"to replace it, `tenfold cloud down {name}` then `tenfold cloud up {name} {' '.join(differ)}`; or give "
+            "another NAME")
+
+
+def spot_price_limit(s, instance: dict, region: str) -> float | None:
+    request = instance.get("SpotInstanceRequestId")
+    if not request:
+        return None
+    with aws.aws_errors(region):
+        found = aws.client(s, "ec2", region).describe_spot_instance_requests(
+            SpotInstanceRequestIds=[request])["SpotInstanceRequests"]
+    price = found[0].get("SpotPrice") if found else None
+    return float(price) if price else None
+
+
+def create(s, name: str, region: str, itype: str, spot: bool, disk: int, cidr: str | None,
+           max_price: float | None, ami: str | None, rails: Guardrails, profile: str | None) -> dict:
+    """Launch NAME, with its key pair and security group. On a failure, nothing is left behind when AWS lets
+    tenfold remove it, and the error says what is left when it does not; Ctrl-C says what exists."""
+    allowed = caller_cidr(cidr)
+    launched: list[dict] = []
+    try:
         key = ensure_key_pair(s, name, region)
         group = ensure_security_group(s, name, region, allowed)
+        instance = launch(s, name, region, itype, spot, disk, dlami(s, region, ami), key, group, max_price,
+                          jobs.boot_script(rails.settings(spot)), rails, launched)
+    except KeyboardInterrupt:
+        what = (f"tenfold-{name} ({launched[0]['InstanceId']}) is launched and bills" if launched else
+                f"tenfold-{name} may have been launched")
+        print(f"tenfold: {what}: `tenfold cloud status` shows it, `tenfold cloud up {name}` finishes setting it "
+              f"up, `tenfold cloud down {name}` removes it", file=sys.stderr)
+        raise
+    except aws.CloudError as e:
         try:
-            instance = launch(s, name, region, itype, spot, disk, dlami(s, region, ami), key, group, max_price,
-                              jobs.boot_script(guardrails.settings(spot)))
-        except aws.CloudError:
-            with contextlib.suppress(aws.CloudError):
-                down(name, region, profile)  # the key pair and security group go too: nothing left behind
-            raise
-        cost.record("launch", instance, name, region, disk)
-        action = "launched"
-    if instance.get("PublicIpAddress"):
-        write_host(resource_name(name), instance["PublicIpAddress"], key_path(name))
-        if wait > 0:
-            wait_for_ssh(resource_name(name), wait)
-            jobs.install_agent(resource_name(name), guardrails.settings(instance.get("InstanceLifecycle") == "spot"))
-        elif action == "found":
-            print(f"warning: --no-wait: changed guardrails reach the instance when tenfold next connects "
-                  f"(`tenfold cloud up {name}` again)", file=sys.stderr)
-    return {"name": name, "action": action, "instance": summary(instance), "cost": hourly_cost(s, instance, region)}
+            remove(s, name, region)  # the key pair and security group go too: nothing left behind
+        except aws.CloudError as cleanup:
+            left = f"tenfold-{name} ({launched[0]['InstanceId']}, launched)" if launched else f"tenfold-{name}"
+            raise aws.CloudError(f"{e}; and {left} could not be removed ({cleanup}): once that is fixed, "
+                                 f"`tenfold cloud down {name}`") from None
+        raise
+    return instance
 
 
 def summary(instance: dict) -> dict:
@@ -263,8 +413,10 @@ def status(region: str | None = None, profile: str | None = None) -> list[dict]:
     now = datetime.datetime.now(datetime.timezone.utc)
     rows = []
     for inst in aws.find_instances(s, None, region):
+        cost.note_launch(s, inst, region)  # one tenfold never saw answered (Ctrl-C, a crash): in the ledger now
         row = summary(inst)
         row["cost"] = hourly_cost(s, inst, region)
+        row["guardrails"] = vars(Guardrails.of(inst))
         row["uptime_h"] = ((now - inst["LaunchTime"]).total_seconds() / 3600
                            if inst["State"]["Name"] == "running" else 0.0)
         rows.append(row)
@@ -315,12 +467,12 @@ def start(name: str = "default", region: str | None = None, profile: str | None 
 
 def connect(name: str, inst: dict, wait: float) -> None:
     """Point `ssh tenfold-NAME` at the running instance's address (a restart gives it a new one) and, waiting
-    for ssh, make sure its agent runs (the agent resumes an interrupted job)."""
-    write_host(resource_name(name), inst["PublicIpAddress"], key_path(name))
+    for ssh, make sure its agent runs with the instance's guardrails, counted from this start (the agent resumes
+    an interrupted job)."""
+    write_host(resource_name(name), inst["PublicIpAddress"], key_path(name), inst["InstanceId"])
     if wait > 0:
         wait_for_ssh(resource_name(name), wait)
-        jobs.install_agent(resource_name(name))
-        jobs.agent(resource_name(name), "ensure")
+        jobs.install_agent(resource_name(name), agent_settings(inst, Guardrails.of(inst)))
 
 
 def interrupted(inst: dict) -> bool:
@@ -364,14 +516,43 @@ def reach(name: str, region: str | None, profile: str | None, wait: float = SSH_
     return resource_name(name)
 
 
+def check_reachable(name: str, region: str | None, profile: str | None) -> None:
+    """Before ssh to tenfold-NAME: say at once when the instance is not running (rather than an ssh timeout),
+    and follow a new address (AWS restarting a spot instance gives it one)."""
+    s = aws.session(region, profile)
+    region = aws.region_of(s)
+    inst = one(s, name, region)
+    state = inst["State"]["Name"]
+    if state in ("stopped", "stopping") and interrupted(inst):
+        raise aws.CloudError(f"tenfold-{name} is stopped: AWS stopped it for capacity (a spot interruption); "
+                             f"`tenfold cloud run {name} --resume` waits for AWS to start it again and follows the job")
+    if state in ("stopped", "stopping"):
+        when = re.search(r"\((\d{4}-\d\d-\d\d \d\d:\d\d):\d\d (GMT|UTC)\)", inst.get("StateTransitionReason", ""))
+        since = f" since {when[1]} UTC" if when else ""
+        raise aws.CloudError(f"tenfold-{name} is stopped{since} (its idle stop, --max-hours, or a stop): "
+                             f"`tenfold cloud start {name}`; its files and the last job's log are kept")
+    if state != "running" or not inst.get("PublicIpAddress"):
+        raise aws.CloudError(f"tenfold-{name} is {state}: see `tenfold cloud status`")
+    if host_entry(resource_name(name)).get("hostname") != inst["PublicIpAddress"]:
+        write_host(resource_name(name), inst["PublicIpAddress"], key_path(name), inst["InstanceId"])
+
+
 def down(name: str = "default", region: str | None = None, profile: str | None = None) -> dict:
     """Terminate NAME, cancel its spot request, delete its security group and key pair: nothing left that bills."""
     s = aws.session(region, profile)
     region = aws.region_of(s)
+    with name_lock(name, region):
+        return remove(s, name, region)
+
+
+def remove(s, name: str, region: str) -> dict:
+    """`down`, the caller holding the name's lock."""
     ec2 = aws.client(s, "ec2", region)
     gone = {"instances": [], "spot_requests": [], "security_group": None, "key_pair": None}
     with aws.aws_errors(region):
         instances = aws.find_instances(s, name, region)
+        for inst in instances:
+            cost.note_launch(s, inst, region)  # launched without tenfold seeing it: its cost from launch to now
         requests = [i["SpotInstanceRequestId"] for i in instances if i.get("SpotInstanceRequestId")]
         if requests:  # first: a persistent request would otherwise launch a replacement
             ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=requests)
@@ -385,15 +566,19 @@ def down(name: str = "default", region: str | None = None, profile: str | None =
                 cost.record("terminate", inst, name, region)
         groups = ec2.describe_security_groups(
             Filters=[{"Name": "group-name", "Values": [resource_name(name)]}])["SecurityGroups"]
-        for g in groups:
-            ec2.delete_security_group(GroupId=g["GroupId"])
-            gone["security_group"] = g["GroupId"]
         keys = ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": [resource_name(name)]}])["KeyPairs"]
         if keys:
             ec2.delete_key_pair(KeyName=resource_name(name))
             gone["key_pair"] = resource_name(name)
-    key_path(name).unlink(missing_ok=True)
-    remove_host(resource_name(name))
+        key_path(name).unlink(missing_ok=True)
+        forget_host_key(*[i["InstanceId"] for i in instances], *[i.get("PublicIpAddress") for i in instances],
+                        host_entry(resource_name(name)).get("hostname", ""))
+        remove_host(resource_name(name))
+        for g in groups:  # last: AWS may hold it for a minute after the termination (DependencyViolation)
+            if aws.delete_security_group(s, g["GroupId"], region, SG_WAIT):
+                gone["security_group"] = g["GroupId"]
+            else:
+                gone["security_group_left"] = g["GroupId"]
     return gone
 
 
@@ -431,4 +616,8 @@ def format_down(name: str, gone: dict) -> str:
         parts.append(f"deleted security group {gone['security_group']}")
     if gone["key_pair"]:
         parts.append(f"deleted key pair {gone['key_pair']}")
-    return f"{resource_name(name)}: " + "; ".join(parts) + ". Nothing of it bills any more."
+    text = f"{resource_name(name)}: " + "; ".join(parts) + ". Nothing of it bills any more."
+    if gone.get("security_group_left"):
+        text += (f"\nnote: AWS still holds security group {gone['security_group_left']} for the terminated instance "
+                 f"(it costs nothing); `tenfold cloud down {name}` again in a few minutes deletes it")
+    return text

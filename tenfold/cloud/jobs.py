@@ -2,27 +2,39 @@
 its log, and fetch the results back. Works on any ssh host (`--host`), an AWS instance being one of them.
 
 On the host, under REMOTE (default ~/tenfold): work/ is a copy of the local working directory (without what
-.gitignore excludes), data/ holds the synced data sets, job/ the job's spec, log, pid and exit status, and
-agent.py (tenfold/cloud/agent.py, copied over) runs the job, resumes it after an interruption and enforces the
-guardrails there.
+.gitignore or .tenfoldignore exclude, virtual environments and caches), data/ holds the synced data sets,
+job/ the job's spec, log, pid and exit status, and agent.py (tenfold/cloud/agent.py, copied over) runs the job,
+resumes it after an interruption and enforces the guardrails there.
+
+The upload never deletes or overwrites on the host what is newer there: a job's results (checkpoints, run
+directories, anything it wrote) may exist only on the host until they are fetched.
 """
 from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import gzip
+import hashlib
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 from tenfold.errors import CloudError
-from tenfold.cloud.remote import ssh_command
+from tenfold.cloud.remote import ssh_command, ssh_failure
 
 DEFAULT_REMOTE = "tenfold"  # relative to the login's home directory
 RESULTS = ["runs"]          # fetched back after a job: tenfold's run directories
+PATH_FLAGS = ("--data", "--weights")  # a command's local paths: uploaded once, to REMOTE/data
+# Never uploaded: version control, Python and notebook caches, virtual environments by their usual names (any
+# other folder holding a pyvenv.cfg or conda-meta/ is found by looking), Node modules.
+NEVER_SYNC = [".git/", "__pycache__/", "*.pyc", ".ipynb_checkpoints/", ".pytest_cache/", ".mypy_cache/",
+              ".ruff_cache/", ".tox/", ".nox/", ".venv/", "venv/", "node_modules/", ".DS_Store"]
+PROGRESS = re.compile(r"^\s*([\d,]+)\s+(\d+)%\s+(\S+/s)")  # rsync --info=progress2: bytes, percent, speed
 
 
 def remote_root() -> str:
@@ -33,35 +45,133 @@ def ssh_for_rsync() -> str:
     return " ".join(shlex.quote(a) for a in ssh_command("")[:-1])  # ssh -F config -o ... (no host)
 
 
-def rsync(src: str, dest: str, *extra: str) -> None:
+def rsync(src: str, dest: str, *extra: str, label: str | None = None) -> dict:
+    """rsync -a (compressed, resumable); with `label`, a live progress line on stderr. Returns rsync's --stats
+    figures: files (regular files), bytes (their total size), sent (bytes of them transferred)."""
     cmd = ["rsync", "-az", "--partial", "-e", ssh_for_rsync(), *extra, src, dest]
+    if label and rsync_progress():  # the whole transfer's progress, its total known up front
+        cmd[2:2] = ["--info=progress2", "--no-inc-recursive", "--stats"]
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     except FileNotFoundError:
         raise CloudError("rsync is not installed here: install it (e.g. `apt install rsync`)") from None
-    if r.returncode != 0:
-        lines = r.stderr.strip().splitlines()
-        raise CloudError(f"rsync to/from the instance failed: {lines[0] if lines else r.returncode}")
+    out = []
+    for chunk in iter(lambda: proc.stdout.readline(), ""):
+        for piece in chunk.split("\r"):  # progress2 rewrites one line with carriage returns
+            m = PROGRESS.match(piece)
+            if m and label:
+                sys.stderr.write(f"\r  {label}: {m[2]:>3}% ({size(int(m[1].replace(',', '')))}, {m[3]})  ")
+                sys.stderr.flush()
+            elif piece.strip():
+                out.append(piece)
+    err = proc.stderr.read()
+    if proc.wait() != 0:
+        lines = err.strip().splitlines()
+        raise CloudError(f"rsync to/from the instance failed: {lines[0] if lines else proc.returncode}")
+    stats = {key: int(m[1].replace(",", "")) for key, pattern in (
+        ("files", r"Number of regular files transferred: ([\d,]+)"), ("bytes", r"Total file size: ([\d,]+)"),
+        ("sent", r"Total transferred file size: ([\d,]+)")) for m in [re.search(pattern, "\n".join(out))] if m}
+    if label and stats:
+        sys.stderr.write(f"\r  {label}: {size(stats.get('bytes', 0))}, {size(stats.get('sent', 0))} of it sent"
+                         f"{' ' * 20}\n")
+    elif label:
+        sys.stderr.write(f"  {label}: done\n")
+    return stats
+
+
+@functools.lru_cache(maxsize=1)
+def rsync_progress() -> bool:
+    """Whether this rsync reports a whole transfer's progress (--info=progress2: rsync 3.1 and later; not the
+    openrsync some macOS versions ship, nor older ones)."""
+    try:
+        out = subprocess.run(["rsync", "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    version = re.search(r"^rsync\s+version\s+v?(\d+)\.(\d+)", out, re.MULTILINE)
+    return bool(version) and (int(version[1]), int(version[2])) >= (3, 1)
+
+
+def size(n: float) -> str:
+    """Bytes for people: 31.4 MB (decimal units, as rsync and cloud bills count)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
 
 
 def ssh(host: str, script: str, check: bool = True) -> subprocess.CompletedProcess:
     r = subprocess.run(ssh_command(host, script), capture_output=True, text=True)
     if check and r.returncode != 0:
-        lines = r.stderr.strip().splitlines()
-        raise CloudError(f"ssh {host} failed: {lines[-1] if lines else f'exit {r.returncode}'}")
+        raise CloudError(ssh_failure(host, r.stderr, r.returncode))
     return r
 
 
+def local_paths(command: list[str]) -> list[tuple[int, bool, Path]]:
+    """The command's local paths to upload: (index of the value, whether it was --flag=VALUE, the path)."""
+    found = []
+    for i, arg in enumerate(command):
+        flag_name, eq, value = arg.partition("=")
+        if eq and flag_name in PATH_FLAGS and Path(value).exists():
+            found.append((i, True, Path(value).resolve()))
+        elif arg in PATH_FLAGS and i + 1 < len(command) and Path(command[i + 1]).exists():
+            found.append((i + 1, False, Path(command[i + 1]).resolve()))
+    return found
+
+
+def remote_data(local: Path) -> str:
+    """Where a local data path lives on the host, relative to REMOTE: data/ID/NAME, ID from the local path, so
+    two folders with one name never mix and each is an exact mirror of its own."""
+    return f"data/{hashlib.blake2b(str(local).encode(), digest_size=4).hexdigest()}/{local.name}"
+
+
 def sync_data(host: str, command: list[str]) -> list[str]:
-    """Send each local path given to --data to REMOTE/data/ and point the command at the copy."""
+    """Send each local path given to --data or --weights to REMOTE/data/ and point the command at the copy."""
     out, root = list(command), remote_root()
-    for i, arg in enumerate(command[:-1]):
-        if arg == "--data" and Path(command[i + 1]).exists():
-            local = Path(command[i + 1]).resolve()
-            rsync(str(local) + ("/" if local.is_dir() else ""), f"{host}:{root}/data/{local.name}" +
-                  ("/" if local.is_dir() else ""))
-            out[i + 1] = f"../data/{local.name}"  # the job runs in REMOTE/work
+    for i, eq, local in local_paths(command):
+        there = remote_data(local)
+        slash = "/" if local.is_dir() else ""
+        ssh(host, f"mkdir -p {shlex.quote(root + '/' + str(Path(there).parent))}")
+        # --delete: the data copy mirrors the local data exactly (an image removed here must not train there)
+        rsync(f"{local}{slash}", f"{host}:{root}/{there}{slash}", "--delete", label=f"--data {local.name}")
+        out[i] = (out[i].split("=", 1)[0] + "=" if eq else "") + f"../{there}"  # the job runs in REMOTE/work
     return out
+
+
+def project_excludes(workdir: Path, command: list[str]) -> tuple[list[str], list[str]]:
+    """rsync --exclude patterns for the project upload, and what was left out for people: virtual environments
+    found by their marker files, and the command's data paths inside the project (uploaded once, as data)."""
+    patterns, skipped, data = [f"--exclude={p}" for p in NEVER_SYNC], [], set()
+    for _, _, local in local_paths(command):
+        if local != workdir and workdir in local.parents:
+            patterns.append(f"--exclude=/{local.relative_to(workdir).as_posix()}")
+            data.add(local)
+    for folder, dirs, files in os.walk(workdir):
+        here = Path(folder)
+        if here in data:
+            dirs.clear()
+            continue
+        if "pyvenv.cfg" in files or "conda-meta" in dirs:
+            rel = here.relative_to(workdir).as_posix()
+            if rel != ".":
+                patterns.append(f"--exclude=/{rel}/")
+                skipped.append(f"{rel}/ (a Python environment)")
+            dirs.clear()
+            continue
+        dirs[:] = [d for d in dirs if d not in {p.rstrip("/") for p in NEVER_SYNC}]
+    return patterns, skipped
+
+
+def upload(host: str, workdir: Path, command: list[str]) -> list[str]:
+    """The project to REMOTE/work and the command's data to REMOTE/data, with sizes and progress; returns the
+    command pointed at the uploaded data. Nothing on the host is deleted, nor replaced by an older file."""
+    root = remote_root()
+    excludes, skipped = project_excludes(workdir, command)
+    print(f"tenfold: uploading {workdir} to {host} (not: .gitignore'd, .tenfoldignore'd, caches, "
+          f"{', '.join(skipped) or 'virtual environments'})", file=sys.stderr, flush=True)
+    rsync(f"{workdir}/", f"{host}:{root}/work/", "--update", "--filter=:- .gitignore",
+          "--filter=:- .tenfoldignore", *excludes, label="the project")
+    return sync_data(host, command)
 
 
 def agent(host: str, *command: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -150,20 +260,44 @@ def job_spec(command: list[str], stamp: str) -> dict:
     return {"command": command, "resume": resume, "run_dir": run_dir}
 
 
-def start(host: str, command: list[str], workdir: Path) -> dict:
-    """Sync the project and data, then start the command detached: it outlives this ssh session and the laptop."""
+def refusal(host: str, answer: str, name: str) -> str:
+    """Why the host will not take a new job now, and what to do."""
+    if answer == "busy":
+        return (f"another `tenfold cloud run` is starting a job on {host} right now: one job at a time; follow "
+                f"it with `tenfold cloud logs {name}` once it started")
+    if answer == "running":
+        return f"a job is still running on {host}: follow it with `tenfold cloud logs {name}`, or wait for it"
+    if answer == "interrupted":
+        return (f"the last job on {host} was interrupted and has not finished: continue it with `tenfold cloud run "
+                f"{name} --resume`, or start this one anyway with --force (the interrupted job's files stay there)")
+    return f"{host} answered '{answer}' instead of taking the job: is tenfold's agent there current?"
+
+
+def start(host: str, command: list[str], workdir: Path, force: bool = False, name: str | None = None) -> dict:
+    """Claim the host (one job at a time, atomically, on the host itself), upload the project and data, then
+    start the command detached: it outlives this ssh session and the laptop."""
     if not command:
         raise CloudError("nothing to run: give the command after --, e.g. tenfold cloud run -- tenfold train")
-    root = remote_root()
+    root, name = remote_root(), name or host
     install_agent(host)
-    if agent(host, "state").stdout.strip() == "running":
-        raise CloudError(f"a job is still running on {host}: follow it with `tenfold cloud logs`, or wait for it")
-    rsync(f"{workdir}/", f"{host}:{root}/work/", "--delete", "--filter=:- .gitignore", "--exclude=.git/")
-    spec = job_spec(sync_data(host, command), datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    ssh(host, f"rm -f {root}/job/exit {root}/job/log {root}/job/interrupted {root}/job/pid")
-    write_remote(host, f"{root}/job/spec.json", json.dumps(spec))
-    if agent(host, "start-job", check=False).returncode != 0:
-        raise CloudError(f"the job did not start on {host}: see {root}/job/log there")
+    holder = subprocess.Popen(ssh_command(host, f"python3 {root}/agent.py {root} claim{' --force' * force}"),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:  # the claim lasts while this ssh connection does: a laptop that dies mid-upload lets go of it
+        answer = holder.stdout.readline().strip()
+        if not answer:  # ssh itself failed
+            raise CloudError(ssh_failure(host, holder.stderr.read(), holder.wait()))
+        if answer != "claimed":
+            raise CloudError(refusal(host, answer, name))
+        spec = job_spec(upload(host, workdir, command), datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+        write_remote(host, f"{root}/job/next.json", json.dumps(spec))
+        holder.stdin.write("start\n")
+        holder.stdin.flush()
+        if holder.stdout.readline().strip() != "started":
+            raise CloudError(f"the job did not start on {host}: see {root}/job/log there")
+    finally:
+        if holder.poll() is None:
+            holder.stdin.close()
+            holder.wait()
     return spec
 
 
@@ -177,14 +311,15 @@ def resume(host: str) -> str:
 
 
 def follow(host: str, stream=None) -> int:
-    """Print the job's log as it grows until the job ends; returns its exit status."""
-    root, stream = remote_root(), stream or sys.stdout
-    if agent(host, "state", check=False).stdout.strip() in ("none", ""):
+    """Print the job's log as it grows, byte for byte (a progress bar's partial lines too), until the job ends;
+    returns its exit status."""
+    root, stream = remote_root(), stream or sys.stdout.buffer
+    if agent(host, "state").stdout.strip() == "none":
         raise CloudError(f"no job on {host}: start one with `tenfold cloud run -- COMMAND`")
     cmd = ssh_command(host, f"python3 {root}/agent.py {root} follow")
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
-        for line in proc.stdout:
-            stream.write(line)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE) as proc:
+        for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+            stream.write(chunk)
             stream.flush()
     state = agent(host, "state", check=False)
     if state.returncode != 0:
@@ -201,6 +336,6 @@ def fetch(host: str, workdir: Path) -> list[str]:
     root, got = remote_root(), []
     for name in RESULTS:
         if ssh(host, f"test -d {root}/work/{name}", check=False).returncode == 0:
-            rsync(f"{host}:{root}/work/{name}/", f"{workdir / name}/")
+            rsync(f"{host}:{root}/work/{name}/", f"{workdir / name}/", "--update")  # a newer local file stays
             got.append(name)
     return got

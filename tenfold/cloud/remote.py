@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 
@@ -17,8 +18,32 @@ def ssh_command(host: str, *remote: str, batch: bool = True) -> list[str]:
             host, *remote]
 
 
+def lasting(stderr: str) -> str | None:
+    """What in ssh's complaint will not go away by waiting, said with the way out; None for what may (no route
+    yet, connection refused, the key not yet installed while an instance boots)."""
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr or "Host key verification failed" in stderr:
+        remove = re.search(r"(ssh-keygen -f \S+ -R \S+)", stderr)  # OpenSSH prints the command that forgets it
+        forget = f"`{remove[1]}`" if remove else "`ssh-keygen -R` on its known_hosts entry"
+        return (f"its host key is not the one ssh knows for it: if the machine was replaced or its host keys "
+                f"regenerated, forget the old key with {forget}; otherwise something may be intercepting the "
+                "connection")
+    key = re.search(r"Permissions 0?(\d+) for '([^']+)' are too open", stderr)
+    if key:
+        return f"ssh refuses the private key {key[2]}: others may read it (mode {key[1]}); `chmod 600 {key[2]}`"
+    if "Could not resolve hostname" in stderr:
+        return stderr.strip().splitlines()[-1]
+    return None
+
+
+def ssh_failure(host: str, stderr: str, code: int) -> str:
+    """One line for a failed ssh command."""
+    lines = [x for x in stderr.strip().splitlines() if not x.startswith(("@", "Warning: Permanently"))]
+    return f"ssh {host} failed: {lasting(stderr) or (lines[-1] if lines else f'exit {code}')}"
+
+
 def wait_for_ssh(host: str, timeout: float, interval: float = 3.0) -> None:
-    """Until `ssh HOST true` succeeds: a new instance needs a minute or two before its key is installed."""
+    """Until `ssh HOST true` succeeds: a new instance needs a minute or two before its key is installed. What
+    waiting cannot fix (a changed host key, a readable private key) fails at once."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -29,6 +54,8 @@ def wait_for_ssh(host: str, timeout: float, interval: float = 3.0) -> None:
             r = None
         if r is not None and r.returncode == 0:
             return
+        if r is not None and lasting(r.stderr):
+            raise CloudError(f"{host} is running (and billing) but cannot be reached: {lasting(r.stderr)}")
         if time.monotonic() >= deadline:
             why = (r.stderr.strip().splitlines() or ["no answer"])[-1] if r is not None else "no answer"
             raise CloudError(f"{host} is running (and billing) but ssh did not answer within {timeout:.0f} s ({why}); "
