@@ -61,3 +61,22 @@ def test_resume_by_hand_and_nothing_to_resume(box):
     assert again.returncode == 0 and "the job on box: finished" in again.stderr  # nothing cut short: its log
     bad = run_cli("cloud", "run", "--host", "box", "--resume", "--", "python3", "job.py", cwd=box["project"])
     assert bad.returncode == 1 and "give no command" in bad.stderr
+
+
+def test_a_gpu_at_work_is_not_idle(box, tmp_path):
+    """A job started by hand (in screen, say) with nobody logged in: the GPU's utilisation, as nvidia-smi reports
+    it, keeps the instance up. This machine has no GPU: a stand-in nvidia-smi answers from a file."""
+    stopped, busy = tmp_path / "machine-stopped", tmp_path / "gpu-busy"
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(f"#!/bin/sh\n[ \"$*\" = '--query-gpu=utilization.gpu --format=csv,noheader,nounits' ] || exit 2\n"
+                   f"if [ -e {busy} ]; then echo 0; echo 87; else echo 0; echo 3; fi\n")
+    smi.chmod(0o755)
+    busy.touch()
+    guard(box, idle_stop=1.5, nvidia_smi=str(smi))
+    time.sleep(4)
+    assert not stopped.exists()
+    busy.unlink()
+    idle = time.time()
+    wait_for(stopped.exists, what="the idle stop once the GPU is idle")
+    assert stopped.stat().st_mtime >= idle + 1.5 - 0.5
+    assert "GPUs idle" in (box["remote"] / "agent.log").read_text()

@@ -308,6 +308,25 @@ def test_a_stopped_instance_is_named_and_its_last_log_kept(instance):
     assert logs.returncode == 0 and logs.stdout.strip() == "hello from the last job", logs.stderr
 
 
+def test_down_keeps_results_not_fetched_yet_unless_forced(instance, tmp_path):
+    up()
+    project = instance["project"]
+    (project / "job.py").write_text("import pathlib\np = pathlib.Path('runs/a')\np.mkdir(parents=True)\n"
+                                    "(p / 'history.csv').write_text('epoch\\n1\\n')\n")
+    assert run_cli("cloud", "run", "gpu", "--", "python3", "job.py", cwd=project).returncode == 0
+    time.sleep(1.1)                                       # a later job's results, which nobody fetched
+    late = tmp_path / "remote" / "work" / "runs" / "b" / "checkpoint.pt"
+    late.parent.mkdir(parents=True)
+    late.write_text("epoch 9")
+    refused = run_cli("cloud", "down", "gpu")
+    assert_one_line_error(refused, "runs/b/checkpoint.pt", "tenfold cloud fetch gpu", "--force")
+    assert instances_in_aws(("running",))                 # nothing was terminated
+    fetched = run_cli("cloud", "fetch", "gpu", cwd=project)
+    assert fetched.returncode == 0 and (project / "runs" / "b" / "checkpoint.pt").read_text() == "epoch 9"
+    assert run_cli("cloud", "down", "gpu").returncode == 0
+    nothing_left()
+
+
 def test_a_readable_key_of_tenfold_s_own_is_fixed_and_said(instance, tenfold_home):
     up()
     key = tenfold_home / "keys" / "tenfold-gpu.pem"

@@ -30,13 +30,16 @@ import urllib.request
 from pathlib import Path
 
 DEFAULTS = {"max_hours": None, "idle_stop": None, "spot": False, "stop": ["sudo", "-n", "shutdown", "-h", "now"],
-            "imds": "http://169.254.169.254", "poll": 5.0, "auto_resume": True, "boot_hook": False}
+            "imds": "http://169.254.169.254", "poll": 5.0, "auto_resume": True, "boot_hook": False,
+            "nvidia_smi": "nvidia-smi"}
+GPU_BUSY = 10  # % utilisation: a GPU this busy is in use (a job started by hand in screen/tmux), not idle
 GRACE = 100  # seconds the job gets to exit after SIGTERM: the spot notice comes 2 minutes before the stop
 # The process title of an authenticated ssh connection: "sshd: ubuntu@pts/0" (a shell), "sshd: ubuntu@notty" (a
 # command), "sshd: ubuntu [priv]" (its monitor), or a bare "sshd: root" (a root login with only port forwards, as
 # `tenfold cloud notebook` opens). Not the listener, nor "[net]"/"[accepted]"/"[preauth]": strangers knocking.
 SSH_SESSION = re.compile(r"^sshd(?:-session)?: (?!unknown\b)[\w.-]+(?:@\S+| \[priv\])?$")
 KEEP_LOGS = 20  # earlier jobs' logs kept in job/history
+RESULTS = ["runs"]  # what jobs write that the laptop fetches back (tenfold's run directories)
 
 
 def log(root: Path, text: str) -> None:
@@ -252,6 +255,19 @@ def archive_log(job: Path) -> None:
         old.unlink()
 
 
+def unfetched(root: Path) -> list[str]:
+    """Result files (under work/runs) written on this host since the laptop last fetched them (job/synced,
+    touched with the fetch's start), all of them if it never did: what terminating the machine would lose."""
+    marker = root / "job" / "synced"
+    since = marker.stat().st_mtime if marker.exists() else 0.0
+    found = []
+    for name in RESULTS:
+        for folder, _, files in os.walk(root / "work" / name):
+            found += [os.path.relpath(os.path.join(folder, f), root / "work") for f in files
+                      if os.path.getmtime(os.path.join(folder, f)) > since]
+    return sorted(found)
+
+
 # ---- the watcher ------------------------------------------------------------------------------------------
 
 def spot_notice(base: str) -> dict | None:
@@ -313,6 +329,17 @@ def http_json(url: str, headers: dict):
         return json.loads(r.read().decode())
 
 
+def gpu_busy(nvidia_smi: str) -> bool:
+    """Whether any GPU is at least GPU_BUSY % utilised (nvidia-smi); False where there is none to ask."""
+    try:
+        r = subprocess.run([nvidia_smi, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                           capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    values = [float(x) for x in r.stdout.split() if x.replace(".", "", 1).isdigit()]
+    return r.returncode == 0 and any(v >= GPU_BUSY for v in values)
+
+
 def boot_time() -> float:
     """When this machine booted (time.time() scale), from /proc/stat."""
     with open("/proc/stat") as f:
@@ -329,7 +356,8 @@ def stop_machine(root: Path, cfg: dict, why: str) -> None:
 
 
 def watch(root: Path) -> None:
-    """The guardrails' loop: spot notice, max hours since this boot, idle stop (no job and nobody logged in)."""
+    """The guardrails' loop: spot notice, max hours since the instance started, idle stop (no job, no ssh
+    connection, no notebook in use, no GPU at work)."""
     if alive(root / "agent.pid"):
         return
     write_atomic(root / "agent.pid", f"{os.getpid()}\n")
@@ -353,12 +381,12 @@ def watch(root: Path) -> None:
                 interrupt_job(root, f"spot interruption notice ({notice.get('action')} at {notice.get('time')})")
         if cfg["max_hours"] and time.time() - started >= cfg["max_hours"] * 3600:
             return stop_machine(root, cfg, f"--max-hours {cfg['max_hours']:g} reached")
-        if (job_state(root) == "running" or ssh_logins()
+        if (job_state(root) == "running" or ssh_logins() or gpu_busy(cfg["nvidia_smi"])
                 or notebook_busy(root, time.time() - (now - idle_since))):
             idle_since = now
         elif cfg["idle_stop"] and now - idle_since >= cfg["idle_stop"]:
             return stop_machine(root, cfg, f"idle for {cfg['idle_stop']:g} s (no job, no ssh session or tunnel, "
-                                           "no notebook in use)")
+                                           "no notebook in use, GPUs idle)")
         time.sleep(cfg["poll"])
 
 
@@ -404,6 +432,8 @@ def main(argv: list[str]) -> int:
         follow(root)
     elif command == "state":
         print(job_state(root))
+    elif command == "unfetched":
+        print(json.dumps(unfetched(root)))
     elif command in ("ensure", "restart"):
         ensure(root, restart=command == "restart")
     elif command == "watch":

@@ -29,7 +29,7 @@ def cloud_module():
 
 
 def run_command(args) -> int:
-    if args.cloud_command in ("run", "logs", "ssh", "notebook"):  # any ssh host: AWS (boto3) only when needed
+    if args.cloud_command in ("run", "logs", "fetch", "ssh", "notebook"):  # any ssh host: AWS only when needed
         return cmd_jobs(args)
     g = cloud_module()
     if args.cloud_command in ("up", "status", "stop", "start", "down"):
@@ -88,6 +88,11 @@ def cmd_jobs(args) -> int:
     if args.cloud_command == "run" and args.resume and args.remote:
         raise TenfoldError("--resume continues the job already on the host: give no command after --")
     host = host_for(args)
+    if args.cloud_command == "fetch":
+        got = jobs.fetch(host, Path.cwd())
+        print(f"tenfold: fetched {', '.join(got) or 'nothing (no results on the host)'} from {host} into "
+              f"{Path.cwd()}", file=sys.stderr)
+        return 0
     if args.cloud_command == "ssh":
         command = ssh_command(host, batch=False)
         os.execvp(command[0], command)  # the user's session from here on
@@ -141,7 +146,7 @@ def cmd_instances(args) -> int:
         row = inst.summary(inst.start(args.name, args.region, args.profile, wait=0 if args.no_wait else args.wait))
         print(json.dumps(row, indent=2) if args.json else f"tenfold-{args.name}: {row['state']} at {row['ip']}")
     else:
-        gone = inst.down(args.name, args.region, args.profile)
+        gone = inst.down(args.name, args.region, args.profile, force=args.force)
         print(json.dumps(gone, indent=2) if args.json else inst.format_down(args.name, gone))
     return 0
 
@@ -184,11 +189,12 @@ def add_instance_commands(csub) -> list:
     r.add_argument("name", nargs="?", metavar="NAME", help="the instance's name, or any ssh host (default: default)")
     r.add_argument("remote", nargs="*", metavar="-- COMMAND", help="what to run there, after --")
     lg = csub.add_parser("logs", help="follow the running job's log until it ends")
+    fe = csub.add_parser("fetch", help="copy the results (runs/) from the host into this folder")
     sh = csub.add_parser("ssh", help="an interactive shell on the instance")
     nb = csub.add_parser("notebook", help="Jupyter on the instance (127.0.0.1 and a token), through an ssh tunnel")
     nb.add_argument("--port", type=positive_int, help="the local port (default 8888, else a free one)")
     nb.add_argument("--stop", action="store_true", help="stop the notebook server on the instance")
-    for parser in (r, lg, sh, nb):
+    for parser in (r, lg, fe, sh, nb):
         if parser is not r:
             parser.add_argument("name", nargs="?", metavar="NAME",
                                 help="the instance's name, or any ssh host (default: default)")
@@ -199,7 +205,11 @@ def add_instance_commands(csub) -> list:
                        ("stop", "stop the instance (storage still bills)"),
                        ("down", "terminate it and delete everything tenfold made for it")]:
         parsers.append(csub.add_parser(verb, help=text))
+    parsers.extend([fe])
     for parser in parsers:
+        if parser.prog.split()[-1] == "down":
+            parser.add_argument("--force", action="store_true",
+                                help="terminate even if the instance holds results not fetched yet")
         if parser.prog.split()[-1] in ("up", "start", "stop", "down"):
             parser.add_argument("name", nargs="?", default="default", metavar="NAME",
                                 help="the instance's name (default: default)")

@@ -537,12 +537,35 @@ def check_reachable(name: str, region: str | None, profile: str | None) -> None:
         write_host(resource_name(name), inst["PublicIpAddress"], key_path(name), inst["InstanceId"])
 
 
-def down(name: str = "default", region: str | None = None, profile: str | None = None) -> dict:
-    """Terminate NAME, cancel its spot request, delete its security group and key pair: nothing left that bills."""
+def down(name: str = "default", region: str | None = None, profile: str | None = None, force: bool = False) -> dict:
+    """Terminate NAME, cancel its spot request, delete its security group and key pair: nothing left that bills.
+    Refused (ConfigError) while the running instance holds results not fetched yet, unless `force`."""
     s = aws.session(region, profile)
     region = aws.region_of(s)
     with name_lock(name, region):
+        if not force:
+            check_fetched(s, name, region)
         return remove(s, name, region)
+
+
+def check_fetched(s, name: str, region: str) -> None:
+    """Refuse to delete results that exist only on the instance (its disk goes with it). An instance that does
+    not answer is not waited for: stopping the bill comes first."""
+    host = resource_name(name)
+    running = [i for i in aws.find_instances(s, name, region, states=("running",)) if i.get("PublicIpAddress")]
+    if not running or not host_entry(host):
+        return
+    try:
+        files = jobs.unfetched(host)
+    except aws.CloudError as e:
+        print(f"warning: could not look for results not fetched yet on {host} ({e}); terminating anyway",
+              file=sys.stderr)
+        return
+    if files:
+        more = f" and {len(files) - 1} more" if len(files) > 1 else ""
+        raise ConfigError(f"{host} holds results not fetched yet ({files[0]}{more}): from the project's folder, "
+                          f"`tenfold cloud fetch {name}` copies them here; `tenfold cloud down {name} --force` "
+                          "deletes them with the instance")
 
 
 def remove(s, name: str, region: str) -> dict:

@@ -332,10 +332,32 @@ def follow(host: str, stream=None) -> int:
 
 
 def fetch(host: str, workdir: Path) -> list[str]:
-    """Copy the job's results (run directories) back into the local working directory."""
+    """Copy the job's results (run directories) back into the local working directory; the host notes when
+    (its own clock), so `down` knows what was written there since."""
     root, got = remote_root(), []
+    stamp = synced_stamp(host)
     for name in RESULTS:
         if ssh(host, f"test -d {root}/work/{name}", check=False).returncode == 0:
             rsync(f"{host}:{root}/work/{name}/", f"{workdir / name}/", "--update")  # a newer local file stays
             got.append(name)
+    mark_synced(host, stamp)
     return got
+
+
+def synced_stamp(host: str) -> str:
+    """The host's clock now (seconds), taken before a transfer starts."""
+    return ssh(host, "date +%s").stdout.strip()
+
+
+def mark_synced(host: str, stamp: str) -> None:
+    """Note on the host that its results up to `stamp` are here too (see agent.unfetched). Only a fetch marks:
+    an upload does not bring back what earlier jobs left there."""
+    if stamp.isdigit():
+        ssh(host, f"touch -d @{stamp} {remote_root()}/job/synced", check=False)
+
+
+def unfetched(host: str) -> list[str]:
+    """Result files on the host written since they were last synced or fetched (see agent.unfetched)."""
+    root = remote_root()
+    r = ssh(host, f"test -f {root}/agent.py && python3 {root}/agent.py {root} unfetched || echo '[]'")
+    return json.loads(r.stdout.strip().splitlines()[-1])
