@@ -327,6 +327,17 @@ def test_down_keeps_results_not_fetched_yet_unless_forced(instance, tmp_path):
     nothing_left()
 
 
+def test_expired_credentials_do_not_stand_between_a_user_and_the_instance(instance, testbed):
+    up()
+    testbed.fail_calls("ExpiredToken")
+    ran = run_cli("cloud", "run", "gpu", "--", "echo", "still here", cwd=instance["project"])
+    assert ran.returncode == 0 and ran.stdout.strip() == "still here", ran.stderr
+    assert "could not ask AWS" in ran.stderr and "expired" in ran.stderr
+    assert_one_line_error(run_cli("cloud", "status"), "expired", "log in again")
+    testbed.clear_faults()
+    accounted_for()
+
+
 def test_a_readable_key_of_tenfold_s_own_is_fixed_and_said(instance, tenfold_home):
     up()
     key = tenfold_home / "keys" / "tenfold-gpu.pem"

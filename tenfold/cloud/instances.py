@@ -519,9 +519,16 @@ def reach(name: str, region: str | None, profile: str | None, wait: float = SSH_
 def check_reachable(name: str, region: str | None, profile: str | None) -> None:
     """Before ssh to tenfold-NAME: say at once when the instance is not running (rather than an ssh timeout),
     and follow a new address (AWS restarting a spot instance gives it one)."""
-    s = aws.session(region, profile)
-    region = aws.region_of(s)
-    inst = one(s, name, region)
+    try:
+        s = aws.session(region, profile)
+        region = aws.region_of(s)
+        found = aws.find_instances(s, name, region)
+    except aws.CloudError as e:  # AWS cannot be asked (credentials expired, offline): ssh may still work
+        print(f"warning: could not ask AWS about tenfold-{name} ({e}); trying ssh", file=sys.stderr)
+        return
+    if not found:
+        raise aws.CloudError(f"no tenfold instance named '{name}' in {region} any more: see `tenfold cloud status`")
+    inst = found[0]
     state = inst["State"]["Name"]
     if state in ("stopped", "stopping") and interrupted(inst):
         raise aws.CloudError(f"tenfold-{name} is stopped: AWS stopped it for capacity (a spot interruption); "

@@ -166,9 +166,10 @@ def upload(host: str, workdir: Path, command: list[str]) -> list[str]:
     """The project to REMOTE/work and the command's data to REMOTE/data, with sizes and progress; returns the
     command pointed at the uploaded data. Nothing on the host is deleted, nor replaced by an older file."""
     root = remote_root()
+    print(f"tenfold: uploading {workdir} to {host}", file=sys.stderr, flush=True)
     excludes, skipped = project_excludes(workdir, command)
-    print(f"tenfold: uploading {workdir} to {host} (not: .gitignore'd, .tenfoldignore'd, caches, "
-          f"{', '.join(skipped) or 'virtual environments'})", file=sys.stderr, flush=True)
+    print(f"  left out: what .gitignore and .tenfoldignore name, caches, virtual environments"
+          f"{': ' + ', '.join(skipped) if skipped else ''}", file=sys.stderr, flush=True)
     rsync(f"{workdir}/", f"{host}:{root}/work/", "--update", "--filter=:- .gitignore",
           "--filter=:- .tenfoldignore", *excludes, label="the project")
     return sync_data(host, command)
