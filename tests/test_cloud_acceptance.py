@@ -15,6 +15,7 @@ import pytest
 from aws_testbed import ec2, nothing_left
 from cloud_testbed import spot_interruption
 from conftest import REPO, make_tree, run_cli, wait_for
+from tenfold.cloud import jobs
 from ssh_testbed import SSHD, SshServer
 
 pytestmark = pytest.mark.skipif(not os.path.exists(SSHD) or os.geteuid() != 0,
@@ -78,7 +79,7 @@ def test_spot_round_trip_with_an_interruption(cloud, tenfold_home, tmp_path, mon
         long_job = subprocess.Popen([sys.executable, "-m", "tenfold", "cloud", "run", "gpu", "--", "tenfold",
                                      "train", "--data", str(data), "--epochs", "150", "--out", "runs/long"],
                                     cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        remote_history = remote / "work" / "runs" / "long" / "history.csv"
+        remote_history = remote / jobs.remote_work(project) / "runs" / "long" / "history.csv"
         wait_for(lambda: remote_history.exists() and len(history(remote_history)) >= 1, "the first epoch")
         spot_interruption(cloud, iid, remote)               # the 2-minute notice, then AWS stops the instance
         assert (remote / "job" / "interrupted").exists()     # the agent stopped the job in time, and said so

@@ -54,13 +54,19 @@ def accounted_for(project=None) -> None:
 
 # ---- on any ssh host (box): results, one job, idle, logs, uploads ---------------------------------------
 
+def copy_of(box) -> Path:
+    """The project's copy on the host."""
+    return box["remote"] / jobs.remote_work(box["project"])
+
+
 def interrupted_job(box, script: str) -> None:
     """A job that wrote results on the host and then was cut short (the machine went down under it)."""
     (box["project"] / "job.py").write_text(script)
     proc = start_cli("cloud", "run", "--host", "box", "--", "python3", "job.py", cwd=box["project"])
-    wait_for(lambda: (box["remote"] / "work" / "ready").exists(), "the job's results")
+    wait_for(lambda: (copy_of(box) / "ready").exists(), "the job's results")
     power_off(box["remote"])
-    proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
+    assert "tenfold cloud run --host box --resume" in err, err               # the way on, for this host
     assert jobs.agent("box", "state").stdout.strip() == "interrupted"
 
 
@@ -78,7 +84,7 @@ time.sleep(120)
 @needs_sshd
 def test_results_that_exist_only_on_the_host_are_never_deleted(box):
     interrupted_job(box, RESULTS_JOB)
-    work = box["remote"] / "work"
+    work = copy_of(box)
     local = box["project"] / "runs" / "exp1" / "checkpoint.pt"      # an older copy of the same file here
     local.parent.mkdir(parents=True)
     local.write_text("epoch 2, fetched long ago")
@@ -95,7 +101,7 @@ def test_results_that_exist_only_on_the_host_are_never_deleted(box):
     assert (work / "outputs/model.bin").read_text() == "host only"                      # not deleted
     assert local.read_text() == "epoch 5, on the host"                                  # fetched: the newer
     resumed = run_cli("cloud", "run", "--host", "box", "--resume", cwd=box["project"])
-    assert resumed.returncode == 0 and "the job on box: finished" in resumed.stderr
+    assert_one_line_error(resumed, "nothing to resume")                                # the forced job finished
 
 
 @needs_sshd
@@ -106,11 +112,40 @@ def test_one_job_per_host_even_when_runs_start_together(box):
              for tag in "ABC"]
     results = [(p.wait(timeout=120), p.communicate()[1]) for p in procs]
     assert sorted(code for code, _ in results) == [0, 1, 1], results
-    ran = (box["remote"] / "work" / "ran.txt").read_text().split()
+    ran = (copy_of(box) / "ran.txt").read_text().split()
     assert len(ran) == 1                                                    # one job ran, once
     for code, err in results:
         if code:
             assert "one job at a time" in err or "still running" in err, err
+
+
+@needs_sshd
+def test_projects_on_one_host_keep_apart_and_ctrl_c_only_detaches(box, tmp_path):
+    first = box["project"]
+    (first / "job.py").write_text("import pathlib, time\nprint('working', flush=True)\ntime.sleep(3)\n"
+                                  "pathlib.Path('runs/a').mkdir(parents=True)\npathlib.Path('runs/a/ckpt').write_text('A')\n")
+    proc = start_cli("cloud", "run", "--host", "box", "--", "python3", "job.py", cwd=first)
+    assert proc.stdout.readline().strip() == "working"
+    proc.send_signal(signal.SIGINT)                                          # detach, not kill
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "detached" in err and "tenfold cloud fetch --host box" in err, err
+    assert run_cli("cloud", "logs", "--host", "box", cwd=first).returncode == 0   # ran on to its end
+    assert run_cli("cloud", "fetch", "--host", "box", cwd=first).returncode == 0
+    assert (first / "runs" / "a" / "ckpt").read_text() == "A"
+
+    second = tmp_path / "other project"
+    second.mkdir()
+    (second / "list.py").write_text("import os\nprint(sorted(os.listdir('.')))\n")
+    listed = run_cli("cloud", "run", "--host", "box", "--", "python3", "list.py", cwd=second)
+    assert listed.returncode == 0 and listed.stdout.strip() == "['list.py']", listed.stdout  # not A's files
+    assert not (second / "runs").exists()                                     # nor A's results back
+
+    host_copy = copy_of(box) / "job.py"                                     # a newer copy on the host
+    old = first / "job.py"
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    host_copy.write_text("print('edited on the host')\n")
+    kept = run_cli("cloud", "run", "--host", "box", "--", "python3", "job.py", cwd=first)
+    assert kept.stdout.strip() == "edited on the host" and "kept 1 newer file(s)" in kept.stderr, kept.stderr
 
 
 @needs_sshd
@@ -123,7 +158,7 @@ def test_an_interrupted_job_resumes_once_however_many_ask(box):
     for t in asks:
         t.join()
     wait_for(lambda: jobs.agent("box", "state").stdout.strip() == "finished", "the resumed job's end")
-    assert (box["remote"] / "work" / "attempts").read_text() == "xx"         # the first run and one resume
+    assert (copy_of(box) / "attempts").read_text() == "xx"         # the first run and one resume
 
 
 @needs_sshd
@@ -201,7 +236,7 @@ def test_upload_says_what_it_sends_once_without_environments_or_caches(box):
     assert result.returncode == 0 and result.stdout.strip() == "20", result.stderr
     assert "uploading" in result.stderr and "myenv/ (a Python environment)" in result.stderr
     assert "1.0 MB" in result.stderr                                        # sizes shown
-    work, data = box["remote"] / "work", box["remote"] / "data"
+    work, data = copy_of(box), box["remote"] / "data"
     assert {p.name for p in work.iterdir()} >= {"count.py"}
     assert not {".venv", "myenv", "__pycache__", "pets"} & {p.name for p in work.iterdir()}
     assert len(list(data.glob("*/pets/*/*.jpg"))) == 20                    # the data once, as data
@@ -315,7 +350,7 @@ def test_down_keeps_results_not_fetched_yet_unless_forced(instance, tmp_path):
                                     "(p / 'history.csv').write_text('epoch\\n1\\n')\n")
     assert run_cli("cloud", "run", "gpu", "--", "python3", "job.py", cwd=project).returncode == 0
     time.sleep(1.1)                                       # a later job's results, which nobody fetched
-    late = tmp_path / "remote" / "work" / "runs" / "b" / "checkpoint.pt"
+    late = tmp_path / "remote" / jobs.remote_work(project) / "runs" / "b" / "checkpoint.pt"
     late.parent.mkdir(parents=True)
     late.write_text("epoch 9")
     refused = run_cli("cloud", "down", "gpu")
@@ -336,6 +371,17 @@ def test_expired_credentials_do_not_stand_between_a_user_and_the_instance(instan
     assert_one_line_error(run_cli("cloud", "status"), "expired", "log in again")
     testbed.clear_faults()
     accounted_for()
+
+
+def test_resume_with_nothing_to_resume_leaves_a_stopped_instance_stopped(instance):
+    up()
+    (instance["project"] / "hello.py").write_text("print('done')\n")
+    assert run_cli("cloud", "run", "gpu", "--stop", "--", "python3", "hello.py", cwd=instance["project"]).returncode == 0
+    result = run_cli("cloud", "run", "gpu", "--resume", cwd=instance["project"])
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("error: nothing to resume on tenfold-gpu")
+    assert "stopped again" in result.stderr and "tenfold cloud logs gpu" in result.stderr
+    assert cli_json("status")[0]["state"] == "stopped"
 
 
 def test_a_readable_key_of_tenfold_s_own_is_fixed_and_said(instance, tenfold_home):
@@ -416,4 +462,33 @@ def test_ctrl_c_at_any_moment_of_up(cloud, moment):
     again = quick_up()                                                      # a rerun carries on
     assert again.returncode == 0, again.stderr
     assert len(instances_in_aws()) == 1
+    accounted_for()
+
+
+def test_names_and_numbers_that_cannot_work_are_refused_before_anything_is_made(cloud, tenfold_home):
+    for name in ("my gpu", "a/b", "", "-x", "x" * 41):
+        assert_one_line_error(run_cli("cloud", "up", "--no-wait", "--cidr", "203.0.113.7/32", "--", name),
+                              "letters, digits")
+    assert not (cloud.home / ".ssh" / "config").read_text().count("tenfold-my")
+    for flags, words in ((["up", "gpu", "--wait", "0"], "at least 1"), (["up", "gpu", "--wait", "-1"], "--wait"),
+                         (["notebook", "gpu", "--port", "99999"], "1 to 65535")):
+        assert_one_line_error(run_cli("cloud", *flags), words)
+    assert "COMMAND" in run_cli("cloud").stderr
+    assert instances_in_aws() == [] and not (tenfold_home / "keys").exists()
+
+
+def test_start_stop_of_an_instance_already_so_and_cost_by_region(cloud, tenfold_home):
+    assert quick_up().returncode == 0
+    again = quick_up()
+    assert again.returncode == 0 and "warning" not in again.stderr          # nothing changed: nothing to warn
+    ledger = tenfold_home / "cloud" / "ledger.jsonl"
+    before = ledger.read_text()
+    started = run_cli("cloud", "start", "gpu", "--no-wait")
+    assert started.returncode == 0 and "running already" in started.stderr and ledger.read_text() == before
+    assert run_cli("cloud", "stop", "gpu").returncode == 0
+    stopped = run_cli("cloud", "stop", "gpu")
+    assert "stopped already" in stopped.stderr and ledger.read_text().count('"stop"') == 1
+    assert cli_json("cost", "--region", "eu-west-1")["instances"] == []
+    assert len(cli_json("cost")["instances"]) == 1
+    assert "--idle-stop 1h" in run_cli("cloud", "status").stdout             # the guardrails, for people
     accounted_for()

@@ -6,6 +6,7 @@ import sys
 import time
 
 from conftest import assert_one_line_error, run_cli
+from tenfold.cloud import jobs
 
 SCRIPT = '''
 import pathlib, sys, time
@@ -26,7 +27,7 @@ def test_run_syncs_runs_detached_streams_and_fetches_results(box):
     assert result.returncode == 3, result.stderr          # the job's own exit status
     assert result.stdout.splitlines() == ["epoch 1 of 42", "done"]
     assert (box["project"] / "runs" / "r1" / "result.txt").read_text() == "trained on mydata"
-    work = box["remote"] / "work"
+    work = box["remote"] / jobs.remote_work(box["project"])
     assert (work / "train.py").exists() and not (work / "secret.txt").exists()  # .gitignore honoured
     (copy,) = (box["remote"] / "data").glob("*/mydata/numbers.txt")       # the data, once, apart from the code
     assert copy.read_text() == "42" and not (work / "mydata").exists()

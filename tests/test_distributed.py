@@ -165,7 +165,8 @@ def test_torchrun_starts_the_same_workers(tree, tmp_path):
 def test_torchrun_on_two_nodes_makes_one_job(tree, tmp_path):
     """Two `torchrun --nnodes 2` agents meeting at one c10d rendezvous (here both on 127.0.0.1, as two machines
     would on a network) make one job of 2 workers: one epoch line per epoch, one run directory."""
-    from ssh_testbed import free_port
+    from tenfold.cloud import jobs
+from ssh_testbed import free_port
     run, port = tmp_path / "run", free_port()
     node = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
             "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-nodes",
@@ -239,7 +240,7 @@ def test_multi_worker_job_on_a_spot_instance_survives_an_interruption(testbed, c
                                 "--data", str(data), "--epochs", "120", "--batch-size", "8", "--device", "cpu",
                                 "--devices", "2", "--out", "runs/multi"],
                                cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        remote_history = remote / "work" / "runs" / "multi" / "history.csv"
+        remote_history = remote / jobs.remote_work(project) / "runs" / "multi" / "history.csv"
         wait_for(lambda: remote_history.exists() and len(history(remote_history.parent)) >= 2, "two epochs")
         spot_interruption(cloud, iid, remote)
         before = history(remote_history.parent)

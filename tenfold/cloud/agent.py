@@ -143,10 +143,15 @@ def job_state(root: Path) -> str:
     return "finished" if (job / "exit").exists() else "interrupted"
 
 
+def job_dir(root: Path, spec: dict) -> Path:
+    """Where the job runs: its project's copy, ROOT/work/PROJECT (ROOT/work for jobs from older tenfolds)."""
+    return root / spec.get("workdir", "work")
+
+
 def job_command(root: Path, spec: dict) -> list[str]:
     """The command to run: the resume command once the run directory holds a checkpoint, else the original."""
     run_dir = spec.get("run_dir")
-    if spec.get("resume") and run_dir and (root / "work" / run_dir / "checkpoint.pt").exists():
+    if spec.get("resume") and run_dir and (job_dir(root, spec) / run_dir / "checkpoint.pt").exists():
         return spec["resume"]
     return spec["command"]
 
@@ -164,7 +169,7 @@ def run_job(root: Path) -> int:
         if resuming:
             out.write(f"tenfold: resuming after an interruption: {' '.join(argv)}\n")
             out.flush()
-        if not runnable(argv[0], root / "work"):
+        if not runnable(argv[0], job_dir(root, spec)):
             out.write(f"tenfold: cannot run {argv[0]}: no such command on this host\n")
             write_atomic(job / "exit", "127\n")
             return 127
@@ -173,7 +178,7 @@ def run_job(root: Path) -> int:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         wrapper = ["stdbuf", "-oL", "-eL"] if shutil.which("stdbuf") else []
         try:
-            child = subprocess.Popen(wrapper + argv, cwd=root / "work", stdout=out, stderr=subprocess.STDOUT,
+            child = subprocess.Popen(wrapper + argv, cwd=job_dir(root, spec), stdout=out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=env)
         except OSError as e:
             out.write(f"tenfold: cannot run {argv[0]}: {e.strerror}\n")
@@ -256,15 +261,18 @@ def archive_log(job: Path) -> None:
 
 
 def unfetched(root: Path) -> list[str]:
-    """Result files (under work/runs) written on this host since the laptop last fetched them (job/synced,
-    touched with the fetch's start), all of them if it never did: what terminating the machine would lose."""
-    marker = root / "job" / "synced"
-    since = marker.stat().st_mtime if marker.exists() else 0.0
-    found = []
-    for name in RESULTS:
-        for folder, _, files in os.walk(root / "work" / name):
-            found += [os.path.relpath(os.path.join(folder, f), root / "work") for f in files
-                      if os.path.getmtime(os.path.join(folder, f)) > since]
+    """Result files (under each project's runs/) written on this host since the laptop last fetched them (the
+    project's .tenfold-fetched, touched with the fetch's start), all if it never did: what terminating the
+    machine would lose."""
+    found, work = [], root / "work"
+    projects = [work] + sorted(p for p in work.iterdir() if p.is_dir()) if work.is_dir() else []
+    for project in projects:  # ROOT/work/PROJECT/runs (and ROOT/work/runs, from older tenfolds)
+        marker = project / ".tenfold-fetched"
+        since = marker.stat().st_mtime if marker.exists() else 0.0
+        for name in RESULTS:
+            for folder, _, files in os.walk(project / name) if project == work or name in os.listdir(project) else []:
+                found += [os.path.relpath(os.path.join(folder, f), work) for f in files
+                          if os.path.getmtime(os.path.join(folder, f)) > since]
     return sorted(found)
 
 

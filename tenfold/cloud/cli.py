@@ -1,8 +1,10 @@
 """`tenfold cloud ...`: the command-line side of tenfold.cloud (boto3 is imported only when a command runs)."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -18,6 +20,28 @@ def hours_or_off(text: str) -> float:
 def duration_or_off(text: str) -> float:
     """--idle-stop: seconds, or off (0.0)."""
     return duration(text) or 0.0
+
+
+def instance_name(text: str) -> str:
+    """NAME of a tenfold instance: it becomes tenfold-NAME in AWS names, file names and ~/.ssh/config."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}", text):
+        raise argparse.ArgumentTypeError(f"'{text}': an instance NAME is 1-40 letters, digits, - and _ "
+                                         "(starting with a letter or digit)")
+    return text
+
+
+def seconds(text: str) -> int:
+    value = positive_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds of at least 1, got '{text}' (or --no-wait)")
+    return value
+
+
+def port(text: str) -> int:
+    value = positive_int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got '{text}'")
+    return value
 
 
 def cloud_module():
@@ -53,9 +77,10 @@ def run_command(args) -> int:
     return 0
 
 
-def host_for(args) -> str:
+def host_for(args) -> tuple[str, bool]:
     """The ssh host: --host, an ssh host named NAME, or tenfold's instance NAME (started first for --resume;
-    for anything else, checked to be running, so a stopped one is named as such rather than timing out)."""
+    for anything else, checked to be running, so a stopped one is named as such rather than timing out); and
+    whether tenfold started the instance for this."""
     from tenfold.cloud.remote import configured, target
     from tenfold.cloud.ssh_config import host_entry, secure_key
 
@@ -72,22 +97,21 @@ def host_for(args) -> str:
             cloud_module()
             from tenfold.cloud import instances
         except TenfoldError:
-            return host  # no boto3 here: ssh will tell
+            return host, False  # no boto3 here: ssh will tell
         instances.check_reachable(name, args.region, args.profile)
-    return host
+    return host, False
 
 
 def cmd_jobs(args) -> int:
-    from pathlib import Path
-
     from tenfold.cloud import jobs
     from tenfold.cloud.remote import ssh_command
 
     if args.cloud_command == "run" and (args.stop or args.down) and args.host:
         raise TenfoldError("--stop and --down are for tenfold's cloud instances, not for --host")
-    if args.cloud_command == "run" and args.resume and args.remote:
-        raise TenfoldError("--resume continues the job already on the host: give no command after --")
-    host = host_for(args)
+    if args.cloud_command == "run" and args.resume and (args.remote or args.force):
+        raise TenfoldError("--resume continues the job already on the host: give no command after -- and no --force")
+    host, started = host_for(args)
+    how = f"--host {args.host}" if args.host else (args.name or "default")  # NAME as the user gives it
     if args.cloud_command == "fetch":
         got = jobs.fetch(host, Path.cwd())
         print(f"tenfold: fetched {', '.join(got) or 'nothing (no results on the host)'} from {host} into "
@@ -101,28 +125,55 @@ def cmd_jobs(args) -> int:
         if args.stop:
             print(f"tenfold: notebook on {host} {'stopped' if notebook.stop(host) else 'was not running'}")
             return 0
-        return notebook.notebook(host, args.port)
+        return notebook.notebook(host, args.port, how)
     if args.cloud_command == "logs":
         jobs.install_agent(host)
-        status = jobs.follow(host)
+        return follow(host, how, fetch=False)
+    if args.resume:
+        state = jobs.resume(host)
+        if state in ("finished", "none"):
+            nothing_to_resume(args, host, how, state, started)
+        print(f"tenfold: the job on {host}: {state}", file=sys.stderr)
     else:
-        if args.resume:
-            print(f"tenfold: the job on {host}: {jobs.resume(host)}", file=sys.stderr)
-        else:
-            jobs.start(host, args.remote, Path.cwd(), force=args.force,
-                       name=f"--host {args.host}" if args.host else (args.name or "default"))
-            print(f"tenfold: started on {host}: {' '.join(args.remote)} (Ctrl-C detaches; `tenfold cloud logs` "
-                  "reattaches)", file=sys.stderr)
-        status = jobs.follow(host)
+        jobs.start(host, args.remote, Path.cwd(), force=args.force, name=how)
+        print(f"tenfold: started on {host}: {' '.join(args.remote)} (Ctrl-C detaches; the job runs on)",
+              file=sys.stderr)
+    status = follow(host, how, fetch=True)
+    if args.stop or args.down:
+        cloud_module()
+        from tenfold.cloud import instances
+        name = args.name or "default"
+        (instances.down if args.down else instances.stop)(name, args.region, args.profile)
+        print(f"tenfold: tenfold-{name} {'terminated' if args.down else 'stopped'}", file=sys.stderr)
+    return status
+
+
+def follow(host: str, how: str, fetch: bool) -> int:
+    """Stream the job's log to its end (Ctrl-C detaches, saying how to come back), then fetch runs/ if asked."""
+    from tenfold.cloud import jobs
+    try:
+        status = jobs.follow(host, name=how)
+    except KeyboardInterrupt:
+        print(f"\ntenfold: detached; the job runs on on {host}: `tenfold cloud logs {how}` follows it again, "
+              f"`tenfold cloud fetch {how}` copies runs/ here", file=sys.stderr)
+        raise
+    if fetch:
         fetched = jobs.fetch(host, Path.cwd())
         print(f"tenfold: job exited with {status}; fetched {', '.join(fetched) or 'nothing'}", file=sys.stderr)
-        if args.stop or args.down:
-            cloud_module()
-            from tenfold.cloud import instances
-            name = args.name or "default"
-            (instances.down if args.down else instances.stop)(name, args.region, args.profile)
-            print(f"tenfold: tenfold-{name} {'terminated' if args.down else 'stopped'}", file=sys.stderr)
     return status
+
+
+def nothing_to_resume(args, host: str, how: str, state: str, started: bool) -> None:
+    """`run --resume` with no interrupted job: an error; an instance started only to find that out is stopped."""
+    if started:
+        cloud_module()
+        from tenfold.cloud import instances
+        instances.stop(args.name or "default", args.region, args.profile)
+    again = " (it was started to look, and is stopped again)" if started else ""
+    if state == "none":
+        raise TenfoldError(f"no job to resume on {host}{again}: start one with `tenfold cloud run {how} -- COMMAND`")
+    raise TenfoldError(f"nothing to resume on {host}: its last job finished{again}; its log: "
+                       f"`tenfold cloud logs {how}`")
 
 
 def cmd_instances(args) -> int:
@@ -167,12 +218,12 @@ def add_instance_commands(csub) -> list:
                         "(default: no limit)")
     p.add_argument("--idle-stop", type=duration_or_off, metavar="DURATION",
                    help="the instance stops itself after this long with no job running, no ssh session or tunnel "
-                        "and no notebook in use, e.g. 30m, 2h, off (default 1h)")
+                        "no notebook in use and no GPU at work, e.g. 30m, 2h, off or 0 (default 1h)")
     p.add_argument("--change-guardrails", action="store_true",
                    help="let --max-hours/--idle-stop change those of an instance that exists (else refused)")
     st = csub.add_parser("start", help="start it again (the agent resumes an interrupted job)")
     for parser in (p, st):
-        parser.add_argument("--wait", type=positive_int, default=600, metavar="SECONDS",
+        parser.add_argument("--wait", type=seconds, default=600, metavar="SECONDS",
                             help="how long to wait for ssh to answer (default 600)")
         parser.add_argument("--no-wait", action="store_true",
                             help="return once the instance runs, without waiting for ssh")
@@ -192,7 +243,7 @@ def add_instance_commands(csub) -> list:
     fe = csub.add_parser("fetch", help="copy the results (runs/) from the host into this folder")
     sh = csub.add_parser("ssh", help="an interactive shell on the instance")
     nb = csub.add_parser("notebook", help="Jupyter on the instance (127.0.0.1 and a token), through an ssh tunnel")
-    nb.add_argument("--port", type=positive_int, help="the local port (default 8888, else a free one)")
+    nb.add_argument("--port", type=port, help="the local port (default 8888, else a free one)")
     nb.add_argument("--stop", action="store_true", help="stop the notebook server on the instance")
     for parser in (r, lg, fe, sh, nb):
         if parser is not r:
@@ -211,14 +262,14 @@ def add_instance_commands(csub) -> list:
             parser.add_argument("--force", action="store_true",
                                 help="terminate even if the instance holds results not fetched yet")
         if parser.prog.split()[-1] in ("up", "start", "stop", "down"):
-            parser.add_argument("name", nargs="?", default="default", metavar="NAME",
-                                help="the instance's name (default: default)")
+            parser.add_argument("name", nargs="?", default="default", metavar="NAME", type=instance_name,
+                                help="the instance's name: letters, digits, - and _ (default: default)")
     return parsers
 
 
 def add_parser(sub) -> None:
     cloud = sub.add_parser("cloud", help="GPU instances on AWS: prices, quotas, launch, stop, terminate")
-    csub = cloud.add_subparsers(dest="cloud_command", required=True, parser_class=Parser)
+    csub = cloud.add_subparsers(dest="cloud_command", required=True, parser_class=Parser, metavar="COMMAND")
     p = csub.add_parser("gpus", help="GPU types with on-demand and live spot prices, and what the quotas allow")
     p.add_argument("--history", metavar="DAYS", help="add each type's spot min/median/max over this period, e.g. 30d")
     p.add_argument("--regions", action="store_true", help="list the regions that offer each type")

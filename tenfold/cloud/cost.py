@@ -169,6 +169,8 @@ def report(region: str | None = None, profile: str | None = None) -> dict:
     if ledger:
         reconcile(s, ledger)
         ledger = read_ledger()
+    if region:  # --region: that region's instances only
+        ledger = {iid: events for iid, events in ledger.items() if events[0]["region"] == region}
     rows = []
     for iid, events in ledger.items():
         first = events[0]

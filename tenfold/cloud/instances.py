@@ -231,7 +231,7 @@ class Guardrails:
 
     def describe(self) -> str:
         return (f"--max-hours {'off' if self.max_hours is None else f'{self.max_hours:g}'}, "
-                f"--idle-stop {'off' if self.idle_stop is None else f'{self.idle_stop:g}s'}")
+                f"--idle-stop {'off' if self.idle_stop is None else duration_text(self.idle_stop)}")
 
     def settings(self, spot: bool, running_since: float | None = None) -> dict:
         """The agent's agent.json; `running_since`: when the instance started (epoch seconds), the start of
@@ -239,6 +239,14 @@ class Guardrails:
         return {"max_hours": self.max_hours, "idle_stop": self.idle_stop, "spot": spot, "auto_resume": True,
                 "boot_hook": True, "running_since": running_since,
                 "stop": ["sudo", "-n", "shutdown", "-h", "now"]}  # an OS shutdown stops it
+
+
+def duration_text(seconds: float) -> str:
+    """3600 -> '1h', 90 -> '90s', 1800 -> '30m': as --idle-stop takes it."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 @contextlib.contextmanager
@@ -284,9 +292,11 @@ def up(name: str = "default", itype: str | None = None, spot: bool | None = None
     region = aws.region_of(s)
     with name_lock(name, region):
         found = aws.find_instances(s, name, region)
+        changed = False
         if found:
             instance, rails = existing(s, name, region, found, itype, spot, disk, ami, max_price, asked,
                                        change_guardrails)
+            changed = rails != Guardrails.of(instance)
             ensure_security_group(s, name, region, caller_cidr(cidr))  # this caller's address, if it changed
             if instance["State"]["Name"] in ("stopped", "stopping"):
                 instance = start(name, region, profile, wait=0)
@@ -302,9 +312,9 @@ def up(name: str = "default", itype: str | None = None, spot: bool | None = None
             if wait > 0:
                 wait_for_ssh(resource_name(name), wait)
                 jobs.install_agent(resource_name(name), agent_settings(instance, rails))
-            elif action == "found":
-                print(f"warning: --no-wait: changed guardrails reach the instance when tenfold next connects "
-                      f"(`tenfold cloud up {name}` again)", file=sys.stderr)
+            elif action == "found" and changed:
+                print(f"warning: --no-wait: the changed guardrails reach the instance when tenfold next connects "
+                      f"(`tenfold cloud up {name}` again, or `tenfold cloud start {name}`)", file=sys.stderr)
     except KeyboardInterrupt:
         print(f"tenfold: tenfold-{name} ({instance['InstanceId']}) is {action} and bills: `tenfold cloud up {name}` "
               f"finishes setting it up, `tenfold cloud down {name}` removes it", file=sys.stderr)
@@ -436,6 +446,10 @@ def change_state(name: str, region: str | None, profile: str | None, verb: str) 
     region = aws.region_of(s)
     inst = one(s, name, region)
     cost.catch_up(inst, name, region)  # a stop tenfold did not make (a spot interruption), before this start
+    already = {"stop": ("stopped",), "start": ("running", "pending")}[verb]
+    if inst["State"]["Name"] in already:
+        print(f"tenfold: tenfold-{name} is {inst['State']['Name']} already", file=sys.stderr)
+        return inst
     if verb == "start" and interrupted(inst):
         raise aws.CloudError(f"AWS stopped tenfold-{name} for capacity (a spot interruption): only AWS can start "
                              f"it again, which it does when capacity returns; `tenfold cloud run {name} --resume` "
@@ -496,9 +510,10 @@ def wait_for_aws_restart(s, name: str, region: str, wait: float) -> dict:
         time.sleep(RESTART_POLL)
 
 
-def reach(name: str, region: str | None, profile: str | None, wait: float = SSH_WAIT) -> str:
+def reach(name: str, region: str | None, profile: str | None, wait: float = SSH_WAIT) -> tuple[str, bool]:
     """The ssh host of instance NAME, running: started if it is stopped (or, after a spot interruption, once AWS
-    restarted it), its address refreshed, its agent running (which resumes the job)."""
+    restarted it), its address refreshed, its agent running (which resumes the job); and whether tenfold
+    started it for this."""
     s = aws.session(region, profile)
     region = aws.region_of(s)
     inst = one(s, name, region)
@@ -506,14 +521,14 @@ def reach(name: str, region: str | None, profile: str | None, wait: float = SSH_
     if inst["State"]["Name"] in ("stopped", "stopping") and not interrupted(inst):
         print(f"tenfold: starting tenfold-{name}", file=sys.stderr)
         start(name, region, profile, wait)
-        return resource_name(name)
+        return resource_name(name), True
     if inst["State"]["Name"] in ("stopped", "stopping"):
         inst = wait_for_aws_restart(s, name, region, wait)
         cost.catch_up(inst, name, region)  # AWS's own start, at its launch time
     elif inst["State"]["Name"] not in ("running", "pending") or not inst.get("PublicIpAddress"):
         raise aws.CloudError(f"tenfold-{name} is {inst['State']['Name']}: see `tenfold cloud status`")
     connect(name, inst, wait)
-    return resource_name(name)
+    return resource_name(name), False
 
 
 def check_reachable(name: str, region: str | None, profile: str | None) -> None:
@@ -629,12 +644,13 @@ def format_status(rows: list[dict]) -> str:
     if not rows:
         return "no tenfold instances"
     lines = [f"{'name':<14} {'type':<13} {'market':<9} {'state':<9} {'zone':<12} {'address':<15} {'up (h)':>7} "
-             f"{'$/h':>8} {'so far $':>8}"]
+             f"{'$/h':>8} {'so far $':>8}  guardrails"]
     for r in rows:
-        c = r["cost"]
+        c, g = r["cost"], Guardrails(**r["guardrails"])
         rate = (c["compute"] or 0.0) + c["storage"] + c["ipv4"]
         lines.append(f"{r['name'] or '?':<14} {r['type']:<13} {r['market']:<9} {r['state']:<9} {r['zone']:<12} "
-                     f"{r['ip'] or '-':<15} {r['uptime_h']:>7.2f} {rate:>8.4f} {rate * r['uptime_h']:>8.2f}")
+                     f"{r['ip'] or '-':<15} {r['uptime_h']:>7.2f} {rate:>8.4f} {rate * r['uptime_h']:>8.2f}  "
+                     f"{g.describe()}")
     return "\n".join(lines)
 
 

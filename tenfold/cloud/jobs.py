@@ -1,8 +1,8 @@
 """`tenfold cloud run` and `logs`: sync the project and its data, run a command detached on the instance, stream
 its log, and fetch the results back. Works on any ssh host (`--host`), an AWS instance being one of them.
 
-On the host, under REMOTE (default ~/tenfold): work/ is a copy of the local working directory (without what
-.gitignore or .tenfoldignore exclude, virtual environments and caches), data/ holds the synced data sets,
+On the host, under REMOTE (default ~/tenfold): work/NAME-ID is a copy of the local project folder NAME (without
+what .gitignore or .tenfoldignore exclude, virtual environments and caches), data/ holds the synced data sets,
 job/ the job's spec, log, pid and exit status, and agent.py (tenfold/cloud/agent.py, copied over) runs the job,
 resumes it after an interruption and enforces the guardrails there.
 
@@ -49,19 +49,21 @@ def rsync(src: str, dest: str, *extra: str, label: str | None = None) -> dict:
     """rsync -a (compressed, resumable); with `label`, a live progress line on stderr. Returns rsync's --stats
     figures: files (regular files), bytes (their total size), sent (bytes of them transferred)."""
     cmd = ["rsync", "-az", "--partial", "-e", ssh_for_rsync(), *extra, src, dest]
-    if label and rsync_progress():  # the whole transfer's progress, its total known up front
-        cmd[2:2] = ["--info=progress2", "--no-inc-recursive", "--stats"]
+    if label and rsync_progress():  # the whole transfer's progress, its total known up front; skipped files
+        cmd[2:2] = ["--info=progress2,skip1", "--no-inc-recursive", "--stats"]
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     except FileNotFoundError:
         raise CloudError("rsync is not installed here: install it (e.g. `apt install rsync`)") from None
-    out = []
+    out, kept = [], []
     for chunk in iter(lambda: proc.stdout.readline(), ""):
         for piece in chunk.split("\r"):  # progress2 rewrites one line with carriage returns
             m = PROGRESS.match(piece)
             if m and label:
                 sys.stderr.write(f"\r  {label}: {m[2]:>3}% ({size(int(m[1].replace(',', '')))}, {m[3]})  ")
                 sys.stderr.flush()
+            elif piece.rstrip().endswith(" is newer"):  # --update left the receiver's newer copy
+                kept.append(piece.rstrip()[:-len(" is newer")])
             elif piece.strip():
                 out.append(piece)
     err = proc.stderr.read()
@@ -71,6 +73,9 @@ def rsync(src: str, dest: str, *extra: str, label: str | None = None) -> dict:
     stats = {key: int(m[1].replace(",", "")) for key, pattern in (
         ("files", r"Number of regular files transferred: ([\d,]+)"), ("bytes", r"Total file size: ([\d,]+)"),
         ("sent", r"Total transferred file size: ([\d,]+)")) for m in [re.search(pattern, "\n".join(out))] if m}
+    if kept:
+        sys.stderr.write(f"\r  {label or 'rsync'}: kept {len(kept)} newer file(s) at the destination, not replaced "
+                         f"by older ones: {', '.join(kept[:3])}{' ...' if len(kept) > 3 else ''}\n")
     if label and stats:
         sys.stderr.write(f"\r  {label}: {size(stats.get('bytes', 0))}, {size(stats.get('sent', 0))} of it sent"
                          f"{' ' * 20}\n")
@@ -119,6 +124,13 @@ def local_paths(command: list[str]) -> list[tuple[int, bool, Path]]:
     return found
 
 
+def remote_work(workdir: Path) -> str:
+    """The project's copy on the host, relative to REMOTE: work/NAME-ID (ID from the local path), so two projects
+    never mix their files or results."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", workdir.name)[:40] or "project"
+    return f"work/{name}-{hashlib.blake2b(str(workdir).encode(), digest_size=4).hexdigest()}"
+
+
 def remote_data(local: Path) -> str:
     """Where a local data path lives on the host, relative to REMOTE: data/ID/NAME, ID from the local path, so
     two folders with one name never mix and each is an exact mirror of its own."""
@@ -134,7 +146,7 @@ def sync_data(host: str, command: list[str]) -> list[str]:
         ssh(host, f"mkdir -p {shlex.quote(root + '/' + str(Path(there).parent))}")
         # --delete: the data copy mirrors the local data exactly (an image removed here must not train there)
         rsync(f"{local}{slash}", f"{host}:{root}/{there}{slash}", "--delete", label=f"--data {local.name}")
-        out[i] = (out[i].split("=", 1)[0] + "=" if eq else "") + f"../{there}"  # the job runs in REMOTE/work
+        out[i] = (out[i].split("=", 1)[0] + "=" if eq else "") + f"../../{there}"  # it runs in REMOTE/work/NAME
     return out
 
 
@@ -170,7 +182,7 @@ def upload(host: str, workdir: Path, command: list[str]) -> list[str]:
     excludes, skipped = project_excludes(workdir, command)
     print(f"  left out: what .gitignore and .tenfoldignore name, caches, virtual environments"
           f"{': ' + ', '.join(skipped) if skipped else ''}", file=sys.stderr, flush=True)
-    rsync(f"{workdir}/", f"{host}:{root}/work/", "--update", "--filter=:- .gitignore",
+    rsync(f"{workdir}/", f"{host}:{root}/{remote_work(workdir)}/", "--update", "--filter=:- .gitignore",
           "--filter=:- .tenfoldignore", *excludes, label="the project")
     return sync_data(host, command)
 
@@ -290,6 +302,7 @@ def start(host: str, command: list[str], workdir: Path, force: bool = False, nam
         if answer != "claimed":
             raise CloudError(refusal(host, answer, name))
         spec = job_spec(upload(host, workdir, command), datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+        spec["workdir"] = remote_work(workdir)
         write_remote(host, f"{root}/job/next.json", json.dumps(spec))
         holder.stdin.write("start\n")
         holder.stdin.flush()
@@ -311,12 +324,12 @@ def resume(host: str) -> str:
     return state
 
 
-def follow(host: str, stream=None) -> int:
+def follow(host: str, stream=None, name: str | None = None) -> int:
     """Print the job's log as it grows, byte for byte (a progress bar's partial lines too), until the job ends;
-    returns its exit status."""
-    root, stream = remote_root(), stream or sys.stdout.buffer
+    returns its exit status. `name`: how the user names the host, for the commands suggested."""
+    root, stream, name = remote_root(), stream or sys.stdout.buffer, name or host
     if agent(host, "state").stdout.strip() == "none":
-        raise CloudError(f"no job on {host}: start one with `tenfold cloud run -- COMMAND`")
+        raise CloudError(f"no job on {host}: start one with `tenfold cloud run {name} -- COMMAND`")
     cmd = ssh_command(host, f"python3 {root}/agent.py {root} follow")
     with subprocess.Popen(cmd, stdout=subprocess.PIPE) as proc:
         for chunk in iter(lambda: proc.stdout.read1(65536), b""):
@@ -325,23 +338,24 @@ def follow(host: str, stream=None) -> int:
     state = agent(host, "state", check=False)
     if state.returncode != 0:
         raise CloudError(f"lost {host} while following the job (the instance stopped?); it resumes from its last "
-                         "finished epoch with `tenfold cloud run --resume`")
+                         f"finished epoch with `tenfold cloud run {name} --resume`")
     if state.stdout.strip() == "interrupted":
         raise CloudError(f"the job on {host} was interrupted (spot notice, --max-hours, or a stop); continue it "
-                         "from its last finished epoch with `tenfold cloud run --resume`")
+                         f"from its last finished epoch with `tenfold cloud run {name} --resume`")
     return int(ssh(host, f"cat {root}/job/exit").stdout.strip())
 
 
 def fetch(host: str, workdir: Path) -> list[str]:
     """Copy the job's results (run directories) back into the local working directory; the host notes when
     (its own clock), so `down` knows what was written there since."""
-    root, got = remote_root(), []
+    root, got, there = remote_root(), [], remote_work(workdir)
     stamp = synced_stamp(host)
     for name in RESULTS:
-        if ssh(host, f"test -d {root}/work/{name}", check=False).returncode == 0:
-            rsync(f"{host}:{root}/work/{name}/", f"{workdir / name}/", "--update")  # a newer local file stays
+        if ssh(host, f"test -d {root}/{there}/{name}", check=False).returncode == 0:
+            rsync(f"{host}:{root}/{there}/{name}/", f"{workdir / name}/", "--update",  # a newer local file stays
+                  label=f"{name}/ back")
             got.append(name)
-    mark_synced(host, stamp)
+    mark_synced(host, f"{root}/{there}", stamp)
     return got
 
 
@@ -350,11 +364,11 @@ def synced_stamp(host: str) -> str:
     return ssh(host, "date +%s").stdout.strip()
 
 
-def mark_synced(host: str, stamp: str) -> None:
-    """Note on the host that its results up to `stamp` are here too (see agent.unfetched). Only a fetch marks:
-    an upload does not bring back what earlier jobs left there."""
+def mark_synced(host: str, project: str, stamp: str) -> None:
+    """Note in the project's copy on the host that its results up to `stamp` are here too (agent.unfetched).
+    Only a fetch marks: an upload does not bring back what earlier jobs left there."""
     if stamp.isdigit():
-        ssh(host, f"touch -d @{stamp} {remote_root()}/job/synced", check=False)
+        ssh(host, f"test -d {project} && touch -d @{stamp} {project}/.tenfold-fetched", check=False)
 
 
 def unfetched(host: str) -> list[str]:

@@ -100,7 +100,7 @@ def stop(host: str) -> bool:
     return info is not None
 
 
-def notebook(host: str, port: int | None = None) -> int:
+def notebook(host: str, port: int | None = None, name: str | None = None) -> int:
     """Start (or find) Jupyter on the host, open the tunnel, print the URL, and hold the tunnel until Ctrl-C."""
     install_agent(host)
     info = running(host) or launch(host)
@@ -110,7 +110,7 @@ def notebook(host: str, port: int | None = None) -> int:
         path = {"lab": "lab", "notebook": "tree"}.get(info["app"], "")
         print(f"http://127.0.0.1:{here}/{path}?token={info['token']}", flush=True)
         print(f"tenfold: Jupyter on {host} through an ssh tunnel; Ctrl-C closes the tunnel (the server keeps "
-              "running; `tenfold cloud notebook --stop` stops it)", file=sys.stderr, flush=True)
+              f"running; `tenfold cloud notebook {name or host} --stop` stops it)", file=sys.stderr, flush=True)
         proc.wait()
     except KeyboardInterrupt:
         return 0
