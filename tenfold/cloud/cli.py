@@ -202,7 +202,7 @@ def cmd_instances(args) -> int:
     return 0
 
 
-def add_instance_commands(csub) -> list:
+def add_up(csub):
     p = csub.add_parser("up", help="launch a GPU instance (or find the one already running), ready for ssh")
     p.add_argument("--type", help="instance type (default g4dn.xlarge; see `tenfold cloud gpus`)")
     market = p.add_mutually_exclusive_group()
@@ -217,10 +217,15 @@ def add_instance_commands(csub) -> list:
                    help="the instance stops itself after this many hours since it started, e.g. 8 or off "
                         "(default: no limit)")
     p.add_argument("--idle-stop", type=duration_or_off, metavar="DURATION",
-                   help="the instance stops itself after this long with no job running, no ssh session or tunnel "
+                   help="the instance stops itself after this long with no job running, no ssh session or tunnel, "
                         "no notebook in use and no GPU at work, e.g. 30m, 2h, off or 0 (default 1h)")
     p.add_argument("--change-guardrails", action="store_true",
                    help="let --max-hours/--idle-stop change those of an instance that exists (else refused)")
+    return p
+
+
+def add_instance_commands(csub) -> list:
+    p = add_up(csub)
     st = csub.add_parser("start", help="start it again (the agent resumes an interrupted job)")
     for parser in (p, st):
         parser.add_argument("--wait", type=seconds, default=600, metavar="SECONDS",
