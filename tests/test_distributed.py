@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import REPO, assert_one_line_error, make_tree, run_cli, wait_for
+from tenfold.cloud import jobs
 from tenfold.training.checkpoint import load_checkpoint
 
 
@@ -165,8 +166,7 @@ def test_torchrun_starts_the_same_workers(tree, tmp_path):
 def test_torchrun_on_two_nodes_makes_one_job(tree, tmp_path):
     """Two `torchrun --nnodes 2` agents meeting at one c10d rendezvous (here both on 127.0.0.1, as two machines
     would on a network) make one job of 2 workers: one epoch line per epoch, one run directory."""
-    from tenfold.cloud import jobs
-from ssh_testbed import free_port
+    from ssh_testbed import free_port
     run, port = tmp_path / "run", free_port()
     node = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
             "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-nodes",
