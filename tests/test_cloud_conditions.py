@@ -429,6 +429,23 @@ def test_two_ups_of_one_name_at_once_launch_one_instance(cloud):
     accounted_for()
 
 
+def test_two_machines_launching_one_name_at_once_keep_one_instance(cloud):
+    """Another machine's `up` (no lock shared with this one) launches tenfold-gpu while this `up` is under way:
+    both keep the first launched, so this one undoes its own launch and leaves the other's alone."""
+    cloud.delays["CreateSecurityGroup"] = 3.0
+    proc = start_cli("cloud", "up", "gpu", "--cidr", "203.0.113.7/32", "--no-wait")
+    wait_for(lambda: "CreateSecurityGroup" in cloud.seen, "this up under way")
+    image = ec2().describe_images()["Images"][0]["ImageId"]
+    tags = [{"Key": "tenfold", "Value": "true"}, {"Key": "tenfold:name", "Value": "gpu"}]
+    other = ec2().run_instances(ImageId=image, InstanceType="g4dn.xlarge", MinCount=1, MaxCount=1,
+                                TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])["Instances"][0]
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1 and other["InstanceId"] in err and "at the same moment" in err, err
+    assert instances_in_aws(("pending", "running")) == [other["InstanceId"]]
+    cloud.clear_faults()
+    accounted_for()
+
+
 def test_credentials_expiring_right_after_the_launch(cloud):
     cloud.fail_calls("ExpiredToken", after="RunInstances")
     result = quick_up()

@@ -324,10 +324,7 @@ def up(name: str = "default", itype: str | None = None, spot: bool | None = None
 
 
 def agent_settings(instance: dict, rails: Guardrails) -> dict:
-    launched = instance["LaunchTime"]
-    if isinstance(launched, str):
-        launched = datetime.datetime.fromisoformat(launched.replace("Z", "+00:00"))
-    return rails.settings(instance.get("InstanceLifecycle") == "spot", running_since=launched.timestamp())
+    return rails.settings(instance.get("InstanceLifecycle") == "spot", running_since=launch_time(instance).timestamp())
 
 
 def existing(s, name: str, region: str, found: list[dict], itype, spot, disk, ami, max_price, asked: dict,
@@ -391,6 +388,7 @@ def create(s, name: str, region: str, itype: str, spot: bool, disk: int, cidr: s
         group = ensure_security_group(s, name, region, allowed)
         instance = launch(s, name, region, itype, spot, disk, dlami(s, region, ami), key, group, max_price,
                           jobs.boot_script(rails.settings(spot)), rails, launched)
+        keep_first(s, name, region, instance)
     except KeyboardInterrupt:
         what = (f"tenfold-{name} ({launched[0]['InstanceId']}) is launched and bills" if launched else
                 f"tenfold-{name} may have been launched")
@@ -399,13 +397,47 @@ def create(s, name: str, region: str, itype: str, spot: bool, disk: int, cidr: s
         raise
     except aws.CloudError as e:
         try:
-            remove(s, name, region)  # the key pair and security group go too: nothing left behind
+            abandon(s, name, region, launched)
         except aws.CloudError as cleanup:
             left = f"tenfold-{name} ({launched[0]['InstanceId']}, launched)" if launched else f"tenfold-{name}"
             raise aws.CloudError(f"{e}; and {left} could not be removed ({cleanup}): once that is fixed, "
                                  f"`tenfold cloud down {name}`") from None
         raise
     return instance
+
+
+def abandon(s, name: str, region: str, launched: list[dict]) -> None:
+    """After a failed `up`: terminate the instance this `up` launched, if any (never another's), then, when no
+    instance of NAME is left, the key pair and security group too: nothing left behind."""
+    ec2 = aws.client(s, "ec2", region)
+    with aws.aws_errors(region):
+        requests = [i["SpotInstanceRequestId"] for i in launched if i.get("SpotInstanceRequestId")]
+        if requests:
+            ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=requests)
+        ids = [i["InstanceId"] for i in launched]
+        if ids:
+            ec2.terminate_instances(InstanceIds=ids)
+            ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig={"Delay": 5, "MaxAttempts": 120})
+            for inst in launched:
+                cost.record("terminate", inst, name, region)
+    if not aws.find_instances(s, name, region):
+        remove(s, name, region)
+
+
+def keep_first(s, name: str, region: str, instance: dict) -> None:
+    """Two `up` of one NAME from different machines (or $TENFOLD_HOMEs) at once both launch: each keeps the
+    first launched (ties by ID), so both agree and one instance is left; the other launch is undone (CloudError)."""
+    same = aws.find_instances(s, name, region)
+    first = min(same or [instance], key=lambda i: (launch_time(i), i["InstanceId"]))
+    if first["InstanceId"] != instance["InstanceId"]:
+        raise aws.CloudError(f"another tenfold (another machine, or another TENFOLD_HOME) launched tenfold-{name} at "
+                             f"the same moment: its instance {first['InstanceId']} is kept and this launch undone; "
+                             "ssh to it needs the key of the machine that launched it")
+
+
+def launch_time(instance: dict) -> datetime.datetime:
+    launched = instance["LaunchTime"]
+    return datetime.datetime.fromisoformat(launched.replace("Z", "+00:00")) if isinstance(launched, str) else launched
 
 
 def summary(instance: dict) -> dict:
