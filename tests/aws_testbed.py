@@ -174,7 +174,7 @@ class AwsTestBed:
         import time
         from moto.ec2.models import ec2_backends
         from moto.ssm.models import Parameter, ssm_backends
-        from tenfold.cloud.instances import DLAMI_PARAMETER
+        from tenfold.cloud.provision import DLAMI_PARAMETER
         account = "123456789012"
         image = next(iter(ec2_backends[account][region].amis))
         ssm_backends[account][region]._parameters[DLAMI_PARAMETER].append(Parameter(

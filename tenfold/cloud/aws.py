@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import time
 from typing import Iterator
 
 import boto3
@@ -15,6 +14,7 @@ import botocore.config
 import botocore.exceptions
 
 from tenfold.errors import CloudError
+from tenfold.polling import wait_until
 
 DEFAULT_REGION = "us-east-1"
 RETRIES = botocore.config.Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=10,
@@ -159,8 +159,8 @@ def delete_security_group(s: boto3.Session, group_id: str, region: str, wait: fl
     """Delete a security group, retrying while AWS still counts a just-terminated instance's network interface
     as using it (DependencyViolation, for up to `wait` seconds); False when it is still held then."""
     ec2 = client(s, "ec2", region)
-    deadline = time.monotonic() + wait
-    while True:
+
+    def deleted() -> bool | None:
         try:
             ec2.delete_security_group(GroupId=group_id)
             return True
@@ -171,12 +171,11 @@ def delete_security_group(s: boto3.Session, group_id: str, region: str, wait: fl
             if code != "DependencyViolation":
                 with aws_errors(region):
                     raise
-            if time.monotonic() + interval > deadline:
-                return False
+            return None
         except botocore.exceptions.BotoCoreError:
             with aws_errors(region):
                 raise
-        time.sleep(interval)
+    return bool(wait_until(deleted, wait, interval))
 
 
 class LaunchError(CloudError):

@@ -178,6 +178,7 @@ def nothing_to_resume(args, host: str, how: str, state: str, started: bool) -> N
 
 def cmd_instances(args) -> int:
     from tenfold.cloud import instances as inst
+    from tenfold.cloud import present
 
     if args.cloud_command == "up":
         market = False if args.on_demand else (True if args.spot else None)
@@ -185,20 +186,20 @@ def cmd_instances(args) -> int:
                          args.max_price, args.ami, wait=0 if args.no_wait else args.wait,
                          guardrails={"max_hours": args.max_hours, "idle_stop": args.idle_stop},
                          change_guardrails=args.change_guardrails)
-        print(json.dumps(result, indent=2) if args.json else inst.format_up(result))
+        print(json.dumps(result, indent=2) if args.json else present.format_up(result))
     elif args.cloud_command == "status":
         rows = inst.status(args.region, args.profile)
-        print(json.dumps(rows, indent=2) if args.json else inst.format_status(rows))
+        print(json.dumps(rows, indent=2) if args.json else present.format_status(rows))
     elif args.cloud_command == "stop":
         row = inst.stop(args.name, args.region, args.profile)
         print(json.dumps(row, indent=2) if args.json else f"tenfold-{args.name}: {row['state']} (storage still "
               f"bills until `tenfold cloud down {args.name}`)")
     elif args.cloud_command == "start":
-        row = inst.summary(inst.start(args.name, args.region, args.profile, wait=0 if args.no_wait else args.wait))
+        row = present.summary(inst.start(args.name, args.region, args.profile, wait=0 if args.no_wait else args.wait))
         print(json.dumps(row, indent=2) if args.json else f"tenfold-{args.name}: {row['state']} at {row['ip']}")
     else:
         gone = inst.down(args.name, args.region, args.profile, force=args.force)
-        print(json.dumps(gone, indent=2) if args.json else inst.format_down(args.name, gone))
+        print(json.dumps(gone, indent=2) if args.json else present.format_down(args.name, gone))
     return 0
 
 

@@ -11,11 +11,11 @@ import secrets
 import socket
 import subprocess
 import sys
-import time
 
 from tenfold.cloud.jobs import agent, install_agent, remote_root, ssh, write_remote
 from tenfold.cloud.remote import ssh_command
 from tenfold.errors import CloudError
+from tenfold.polling import wait_until
 
 START_WAIT = 120  # seconds for Jupyter to answer on the instance (a first start builds its caches)
 
@@ -45,12 +45,13 @@ def launch(host: str) -> dict:
                     f"$([ \"$(id -u)\" = 0 ] && echo --allow-root) > {root}/notebook.log 2>&1 "
                     "< /dev/null & echo $!").stdout.strip()
     info = {"port": port, "token": token, "pid": int(pid), "app": app}
-    deadline = time.monotonic() + START_WAIT
-    while agent(host, "probe", str(port), check=False).returncode != 0:
-        if ssh(host, f"kill -0 {pid}", check=False).returncode != 0 or time.monotonic() > deadline:
-            tail = ssh(host, f"tail -n 1 {root}/notebook.log", check=False).stdout.strip()
-            raise CloudError(f"Jupyter did not start on {host}: {tail or 'no output'} (see {root}/notebook.log)")
-        time.sleep(1)
+    def answers() -> bool | None:
+        if agent(host, "probe", str(port), check=False).returncode == 0:
+            return True
+        return False if ssh(host, f"kill -0 {pid}", check=False).returncode != 0 else None  # False: it died
+    if not wait_until(answers, START_WAIT, 1.0):
+        tail = ssh(host, f"tail -n 1 {root}/notebook.log", check=False).stdout.strip()
+        raise CloudError(f"Jupyter did not start on {host}: {tail or 'no output'} (see {root}/notebook.log)")
     write_remote(host, f"{root}/notebook.json", json.dumps(info), private=True)  # the token is a password
     return info
 
@@ -75,17 +76,17 @@ def tunnel(host: str, port: int, remote_port: int) -> subprocess.Popen:
         "-L", f"127.0.0.1:{port}:127.0.0.1:{remote_port}",  # this machine's loopback to the instance's
         host]
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
+    def open_() -> bool | None:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        return False if proc.poll() is not None else None  # False: ssh gave up
     try:
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    return proc
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                why = (proc.stderr.read().strip().splitlines() or ["no answer"])[-1]
-                raise CloudError(f"the ssh tunnel to {host} failed: {why}")
-            time.sleep(0.1)
+        if not wait_until(open_, 30, 0.1):
+            proc.kill()
+            why = (proc.stderr.read().strip().splitlines() or ["no answer"])[-1]
+            raise CloudError(f"the ssh tunnel to {host} failed: {why}")
+        return proc
     except BaseException:  # Ctrl-C or SIGTERM while it opens: no tunnel left behind either
         if proc.poll() is None:
             proc.kill()

@@ -4,9 +4,9 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
 
 from tenfold.errors import CloudError
+from tenfold.polling import wait_until
 from tenfold.cloud.ssh_config import config_path
 
 
@@ -44,23 +44,24 @@ def ssh_failure(host: str, stderr: str, code: int) -> str:
 def wait_for_ssh(host: str, timeout: float, interval: float = 3.0) -> None:
     """Until `ssh HOST true` succeeds: a new instance needs a minute or two before its key is installed. What
     waiting cannot fix (a changed host key, a readable private key) fails at once."""
-    deadline = time.monotonic() + timeout
-    while True:
+    last = ["no answer"]
+
+    def answers() -> bool | None:
         try:
             r = subprocess.run(ssh_command(host, "true"), capture_output=True, text=True, timeout=60)
         except FileNotFoundError:
             raise CloudError("no ssh client found: install OpenSSH (e.g. `apt install openssh-client`)") from None
         except subprocess.TimeoutExpired:
-            r = None
-        if r is not None and r.returncode == 0:
-            return
-        if r is not None and lasting(r.stderr):
+            return None
+        if r.returncode == 0:
+            return True
+        if lasting(r.stderr):
             raise CloudError(f"{host} is running (and billing) but cannot be reached: {lasting(r.stderr)}")
-        if time.monotonic() >= deadline:
-            why = (r.stderr.strip().splitlines() or ["no answer"])[-1] if r is not None else "no answer"
-            raise CloudError(f"{host} is running (and billing) but ssh did not answer within {timeout:.0f} s ({why}); "
-                             f"try `ssh {host}`, or stop paying with `tenfold cloud down {host.removeprefix('tenfold-')}`")
-        time.sleep(interval)
+        last[0] = (r.stderr.strip().splitlines() or ["no answer"])[-1]
+        return None
+    if not wait_until(answers, timeout, interval):
+        raise CloudError(f"{host} is running (and billing) but ssh did not answer within {timeout:.0f} s ({last[0]}); "
+                         f"try `ssh {host}`, or stop paying with `tenfold cloud down {host.removeprefix('tenfold-')}`")
 
 
 def configured(alias: str) -> bool:

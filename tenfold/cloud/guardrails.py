@@ -1,0 +1,65 @@
+"""The guardrails an instance enforces on itself through tenfold's agent: --max-hours and --idle-stop, kept as tags
+on the instance so that every later `up`, `start` and resume applies the same ones."""
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+IDLE_STOP = 3600  # seconds: the default idle stop, so a forgotten instance stops billing compute after an hour
+GUARD_TAGS = {"max_hours": "tenfold:max-hours", "idle_stop": "tenfold:idle-stop"}  # the guardrails, on AWS
+
+
+@dataclass
+class Guardrails:
+    """What the agent on the instance enforces, with the laptop closed. They live on the instance as tags (set
+    at launch; changed only by `up --change-guardrails`), so every later `up`, `start` and resume applies the
+    same ones, and --max-hours counts from the instance's start, not from whenever tenfold last connected."""
+    max_hours: float | None = None       # hours since the instance started, then stop; None: no limit
+    idle_stop: float | None = IDLE_STOP  # seconds with no job, ssh session or notebook in use, then stop; None: off
+
+    @classmethod
+    def of(cls, instance: dict) -> "Guardrails":
+        """The guardrails an instance was given (tags); an instance without them gets the defaults."""
+        found = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+        values = {}
+        for field, key in GUARD_TAGS.items():
+            if key in found:
+                values[field] = None if found[key] in ("none", "off") else float(found[key])
+        return cls(**values)
+
+    def merged(self, asked: dict) -> "Guardrails":
+        """These guardrails with the flags given on top (0: off)."""
+        return Guardrails(**{f: (v or None) if f in asked else getattr(self, f)
+                             for f, v in {**vars(self), **asked}.items()})
+
+    def tags(self) -> list[dict]:
+        return [{"Key": GUARD_TAGS["max_hours"], "Value": "none" if self.max_hours is None else f"{self.max_hours:g}"},
+                {"Key": GUARD_TAGS["idle_stop"], "Value": "off" if self.idle_stop is None else f"{self.idle_stop:g}"}]
+
+    def describe(self) -> str:
+        return (f"--max-hours {'off' if self.max_hours is None else f'{self.max_hours:g}'}, "
+                f"--idle-stop {'off' if self.idle_stop is None else duration_text(self.idle_stop)}")
+
+    def settings(self, spot: bool, running_since: float | None = None) -> dict:
+        """The agent's agent.json; `running_since`: when the instance started (epoch seconds), the start of
+        --max-hours."""
+        return {"max_hours": self.max_hours, "idle_stop": self.idle_stop, "spot": spot, "auto_resume": True,
+                "boot_hook": True, "running_since": running_since,
+                "stop": ["sudo", "-n", "shutdown", "-h", "now"]}  # an OS shutdown stops it
+
+
+def duration_text(seconds: float) -> str:
+    """3600 -> '1h', 90 -> '90s', 1800 -> '30m': as --idle-stop takes it."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def launch_time(instance: dict) -> datetime.datetime:
+    launched = instance["LaunchTime"]
+    return datetime.datetime.fromisoformat(launched.replace("Z", "+00:00")) if isinstance(launched, str) else launched
+
+
+def agent_settings(instance: dict, rails: Guardrails) -> dict:
+    return rails.settings(instance.get("InstanceLifecycle") == "spot", running_since=launch_time(instance).timestamp())
