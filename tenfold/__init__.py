@@ -3,7 +3,7 @@
 In Python (and notebooks): `from tenfold import train, evaluate, predict` (see tenfold.api).
 """
 
-__version__ = "0.1.0"
+from tenfold.version import __version__
 
 __all__ = ["train", "evaluate", "predict", "__version__"]
 

@@ -111,7 +111,7 @@ def train(data: str = "cifar10", *, preset: str | None = None, out: str | None =
     unknown = sorted(set(settings) - known)
     if unknown:
         raise ConfigError(f"train() got unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    common = dict(quiet=quiet, callbacks=callbacks, report=report, tensorboard=tensorboard)
+    common = dict(quiet=quiet, callbacks=callbacks, tensorboard=tensorboard)
     if resume is not None:
         if set(settings) - set(RESUME_SETTINGS) or preset or out:
             raise ConfigError("a resumed run keeps its settings: only "
@@ -119,13 +119,16 @@ def train(data: str = "cifar10", *, preset: str | None = None, out: str | None =
         history = run_train(resume=run_path(resume), **common, **settings)
     else:
         history = run_train(preset_config(preset), out=out, data=data, **common, **settings)
+    if report:
+        from tenfold.report.make import report_run
+        report_run(history, quiet)
     return TrainResult(Path(history.run_dir), history)
 
 
 def evaluate(run, data: str | None = None, device: str = "auto") -> EvalResult:
     """Accuracy, per-class accuracy and confusion matrix of a run (a TrainResult or a run directory) on `data`'s
     test split; by default the run's own test split, else its validation split (as `tenfold report` does)."""
-    from tenfold.report.make import judge
+    from tenfold.training.judge import judge
     from tenfold.training.infer import load_trained
     judged = judge(load_trained(run_path(run), device), data, quiet=True)
     s = judged.summary

@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 
-from tenfold import __version__
+from tenfold.version import __version__
 from tenfold.argtypes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, Parser, number, positive_int
 from tenfold.cloud import cli as cloud_cli
 from tenfold.config import PRECISIONS, RESUME_SETTINGS
@@ -95,15 +95,18 @@ def cmd_train(args) -> int:
             print(f"warning: --resume keeps the run's settings; ignoring "
                   f"{', '.join('--' + f.replace('_', '-') for f in ignored + (['out'] if args.out else []))}",
                   file=sys.stderr)
-        train(resume=args.resume, quiet=args.quiet, report=args.report, tensorboard=args.tensorboard,
-              **resume_flags(flags))
+        history = train(resume=args.resume, quiet=args.quiet, tensorboard=args.tensorboard,
+                        **resume_flags(flags))
     elif resolved:
-        train(TrainConfig.from_dict(json.loads(resolved)), out=args.out, quiet=args.quiet, report=args.report,
-              tensorboard=args.tensorboard)
+        history = train(TrainConfig.from_dict(json.loads(resolved)), out=args.out, quiet=args.quiet,
+                        tensorboard=args.tensorboard)
     else:
         from tenfold.presets import preset_config
-        train(preset_config(args.preset), out=args.out, quiet=args.quiet, report=args.report,
-              tensorboard=args.tensorboard, **{k: v for k, v in flags.items() if k != "preset"})
+        history = train(preset_config(args.preset), out=args.out, quiet=args.quiet, tensorboard=args.tensorboard,
+                        **{k: v for k, v in flags.items() if k != "preset"})
+    if args.report:
+        from tenfold.report.make import report_run
+        report_run(history, args.quiet)
     return 0
 
 
@@ -160,7 +163,7 @@ def cmd_presets(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from tenfold.training.infer import evaluate_run, format_evaluation
+    from tenfold.training.judge import evaluate_run, format_evaluation
 
     result = evaluate_run(args.run_dir, args.data, args.device, quiet=args.json, tta=args.tta)
     print(json.dumps(result, indent=2) if args.json else format_evaluation(result))

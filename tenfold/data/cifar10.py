@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tenfold.data.dataset import ImageSet
+from tenfold.data.imageset import ImageSet
 from tenfold.errors import DataError, DownloadError
 from tenfold.fileio import atomic_open, tenfold_home
 

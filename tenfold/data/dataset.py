@@ -7,30 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tenfold.data import cifar10, folder
+from tenfold.data.imageset import ImageSet
 from tenfold.errors import DataError
 
-
-@dataclass
-class ImageSet:
-    images: np.ndarray  # (N, H, W, 3) uint8, RGB
-    labels: np.ndarray  # (N,) int64, indices into classes
-    classes: list[str]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return tuple(self.images.shape[1:3])
-
-    def subset(self, index: np.ndarray) -> "ImageSet":
-        return ImageSet(self.images[index], self.labels[index], self.classes)
-
-    def digests(self) -> np.ndarray:
-        """(N,) int64: a 64-bit BLAKE2 digest of each image's pixels, to tell the same image wherever it comes from."""
-        import hashlib
-        return np.array([int.from_bytes(hashlib.blake2b(np.ascontiguousarray(im).tobytes(), digest_size=8).digest(),
-                                        "little", signed=True) for im in self.images], dtype=np.int64)
+__all__ = ["ImageSet", "Splits", "open_dataset", "open_test_set", "hold_out", "relabel", "is_cifar10"]
 
 
 @dataclass
@@ -81,8 +62,6 @@ def open_dataset(spec: str, val_split: float = 0.1, image_size: int | None = Non
     """Open `spec` ('cifar10' or a path) and hold out validation unless the source has its own. `photo` (a
     tenfold.data.photo.PhotoPipeline): folders are decoded aspect-kept at its stored size, CIFAR-10 stays 32x32
     (the loader resizes each batch)."""
-    from tenfold.data import cifar10, folder
-
     if is_cifar10(spec) or cifar10.is_cifar10_archive(spec):
         train, test = cifar10.load(None if is_cifar10(spec) else spec, quiet=quiet)
         if image_size is not None and (image_size, image_size) != train.shape:
@@ -109,8 +88,6 @@ def open_test_set(spec: str, classes: list[str], shape: tuple[int, int], quiet: 
                   fit: str = "stretch") -> ImageSet:
     """The test split of `spec` ('cifar10', PATH/test, or PATH as class folders), in `classes`' label order.
     `fit`: how folder images reach `shape` (see tenfold.data.folder.load)."""
-    from tenfold.data import cifar10, folder
-
     if is_cifar10(spec) or cifar10.is_cifar10_archive(spec):
         _, test = cifar10.load(None if is_cifar10(spec) else spec, quiet=quiet)
     else:

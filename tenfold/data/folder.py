@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from tenfold.data.dataset import ImageSet
+from tenfold.data.imageset import ImageSet
 from tenfold.data.decode import Skip, decode, shown_size
 from tenfold.errors import DataError
 from tenfold.fileio import atomic_open, tenfold_home

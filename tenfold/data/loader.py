@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from tenfold.data.augment import flip_mask, random_flip, translate
-from tenfold.data.dataset import ImageSet
+from tenfold.data.imageset import ImageSet
 from tenfold.data.photo import PhotoPipeline, center_crop, random_resized_crop
 from tenfold.kernels import load_library
 

@@ -51,6 +51,7 @@ class History(Callback):
         self.epoch: list[int] = []
         self.history: dict[str, list] = {}
         self.run_dir = run_dir  # where `tenfold train` saved the run, when it did
+        self.main, self.device, self.data = True, None, None  # rank 0?, its device, its Splits (for a report)
         for row in rows or []:
             self.on_epoch_end(row["epoch"], row)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from tenfold import __version__
+from tenfold.version import __version__
 from tenfold.errors import CheckpointError
 from tenfold.fileio import atomic_open, atomic_write_text
 from tenfold.training.callbacks import Callback

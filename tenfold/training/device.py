@@ -87,7 +87,7 @@ def environment(device: torch.device) -> dict:
     """What a run was trained with, for its report: device, versions, platform."""
     import platform
 
-    from tenfold import __version__
+    from tenfold.version import __version__
     return {"device": describe(device), "tenfold": __version__, "torch": str(torch.__version__),
             "python": platform.python_version(), "platform": platform.platform(terse=True),
             "processor": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads(),

@@ -1,20 +1,19 @@
 """Using a finished run: test accuracy with a confusion matrix, and top-k predictions for image files."""
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from tenfold.data import DeviceLoader, ImageSet, open_test_set
+from tenfold.data import DeviceLoader, ImageSet
 from tenfold.errors import CheckpointError, DataError
 from tenfold.models import create_model
 from tenfold.training.checkpoint import load_checkpoint
 from tenfold.training.device import pick_device, resolve_precision
 from tenfold.training.fit import predict_logits
-from tenfold.training.run import data_spec as run_data, eval_batch, run_photo
+from tenfold.training.run import eval_batch, run_photo
 
 
 @dataclass
@@ -86,35 +85,6 @@ def summarise(labels: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict:
     per_class = {c: (float(confusion[i, i] / totals[i]) if totals[i] else None) for i, c in enumerate(classes)}
     return {"images": int(len(labels)), "accuracy": float(np.trace(confusion) / max(1, len(labels))),
             "classes": list(classes), "per_class_accuracy": per_class, "confusion_matrix": confusion.tolist()}
-
-
-def evaluate_run(run_dir: str | Path, data: str | None = None, device: str = "auto",
-                 quiet: bool = False, tta: int | None = None) -> dict:
-    """Accuracy, per-class accuracy and the confusion matrix, judged as `tenfold report` and the Python API judge:
-    on `data`'s test split, else on the run's own test split, else on its validation split; never on images the
-    run trained on. The result names the split (`split`)."""
-    from tenfold.report.make import judge
-    trained = load_trained(run_dir, device)
-    judged = judge(trained, data, quiet=quiet, tta=tta)
-    return {"run": str(run_dir), "data": data or run_data(trained.ckpt), "split": judged.split,
-            "tta": trained.views(tta), **judged.summary}
-
-
-def format_evaluation(result: dict) -> str:
-    classes, cm = result["classes"], np.array(result["confusion_matrix"])
-    width = max(8, *(len(c) for c in classes))
-    views = {0: "", 1: " (2 test-time views)", 2: " (6 test-time views)"}[result.get("tta", 0)]
-    lines = [f"Judged on {result['images']} images: {result.get('split', result['data'])}{views}", "",
-             f"{'class':<{width}}  accuracy  correct/total"]
-    for i, c in enumerate(classes):
-        acc = result["per_class_accuracy"][c]
-        lines.append(f"{c:<{width}}  {'   n/a' if acc is None else f'{acc:7.2%}'}  "
-                     f"{cm[i, i]:>7}/{cm[i].sum()}")
-    lines += ["", "Confusion matrix (rows: true class, columns: predicted class)",
-              " " * width + "".join(f" {c[:5]:>5}" for c in classes)]
-    lines += [f"{c:<{width}}" + "".join(f" {v:>5}" for v in cm[i]) for i, c in enumerate(classes)]
-    lines += ["", f"Test Accuracy: {result['accuracy']:.2%}"]
-    return "\n".join(lines)
 
 
 def load_image(path: str, shape: tuple[int, int], fit: str = "stretch") -> np.ndarray:

@@ -303,13 +303,13 @@ def recipe_callbacks(run: Run, steps_per_epoch: int, start: int, ckpt: dict | No
 
 def train(config: TrainConfig | None = None, out: str | Path | None = None, resume: str | Path | None = None,
           quiet: bool = False, progress: bool | None = None, callbacks: list | None = None,
-          report: bool = False, tensorboard: bool = False, **overrides) -> History:
-    """Train (or resume) a run; returns its History. Each epoch lands atomically in the run directory.
-    `callbacks` (Keras-style) see every epoch after it is saved. `tensorboard`: scalars in RUN/tensorboard;
-    `report`: the figures and report.html at the end (see tenfold.report). Started by a launcher (RANK and
-    WORLD_SIZE set), it is one of several workers: only rank 0 prints and writes."""
+          tensorboard: bool = False, **overrides) -> History:
+    """Train (or resume) a run; returns its History (with run_dir, device, data and main set, for a report:
+    tenfold.report.make.report_run). Each epoch lands atomically in the run directory. `callbacks`
+    (Keras-style) see every epoch after it is saved. `tensorboard`: scalars in RUN/tensorboard. Started by a
+    launcher (RANK and WORLD_SIZE set), it is one of several workers: only rank 0 prints and writes."""
     if tensorboard:
-        from tenfold.report.tensorboard import TensorBoard, summary_writer_class
+        from tenfold.training.tensorboard import TensorBoard, summary_writer_class
         summary_writer_class()  # a missing extra is reported before any data is read
     place = distributed.launched()
     main = place is None or place.main
@@ -370,14 +370,7 @@ def train(config: TrainConfig | None = None, out: str | Path | None = None, resu
         distributed.leave(finished)
     if main and not quiet:
         print(summary_line(history.rows(), run_dir), file=sys.stderr)
-    if report and main and run.data.val is None and run.data.test is None:  # training succeeded: a warning
-        print(f"warning: no report: the run has no validation or test images to judge; write it with: "
-              f"tenfold report {quote(run_dir)} --data PATH", file=sys.stderr)
-    elif report and main:
-        from tenfold.report.make import make_report
-        path = make_report(run_dir, device=str(run.device), splits=run.data, quiet=quiet)
-        if not quiet:
-            print(f"tenfold: report written to {path}", file=sys.stderr)
+    history.main, history.device, history.data = main, str(run.device), run.data  # for the caller's --report
     return history
 
 

@@ -1,0 +1,62 @@
+"""The package's direction: each layer imports only those below it (README's Layout; the contract is in
+pyproject.toml's [tool.importlinter]), and no module imports itself back through others, deferred imports
+included."""
+import subprocess
+import sys
+from pathlib import Path
+
+import grimp
+
+from conftest import REPO
+
+
+def test_imports_follow_the_layers():
+    lint = Path(sys.executable).with_name("lint-imports")
+    result = subprocess.run([str(lint)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:]
+
+
+def cycles(graph) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan's algorithm)."""
+    index, low, stack, on, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.find_modules_directly_imported_by(v):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+    for module in sorted(graph.modules):
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_no_import_cycles():
+    graph = grimp.build_graph("tenfold")
+    graph.remove_module("tenfold")  # the package root re-exports the API lazily; it is nobody's dependency
+    assert cycles(graph) == []
+
+
+def test_the_cycle_check_sees_a_deferred_import(tmp_path, monkeypatch):
+    pkg = tmp_path / "loop"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from loop import b\n")
+    (pkg / "b.py").write_text("def f():\n    from loop import a\n    return a\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert cycles(grimp.build_graph("loop")) == [["loop.a", "loop.b"]]
