@@ -171,7 +171,7 @@ def predict(run, images, device: str = "auto", tta: int | None = None) -> Predic
         try:
             arrays.append(from_array(item, trained.shape, trained.fit))
         except (ValueError, TypeError) as e:
-            raise ConfigError(f"{name}: {e}") from None
+            raise ConfigError(f"{name}: {e}")
     if not arrays:
         raise ConfigError("no images given to predict")
     arrays = np.stack(arrays)

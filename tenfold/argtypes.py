@@ -57,14 +57,14 @@ def positive_int(text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'")
 
 
 def number(text: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'")
 
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -79,7 +79,7 @@ def duration(text: str) -> float | None:
     try:
         value = float(text[:-1] if unit else text) * (unit or 60)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a duration like 30m, 2h or off, got '{text}'") from None
+        raise argparse.ArgumentTypeError(f"expected a duration like 30m, 2h or off, got '{text}'")
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive duration, got '{text}'")
     return value

@@ -7,7 +7,9 @@ import json
 import os
 import signal
 import sys
+import traceback
 
+from tenfold import envvars
 from tenfold.version import __version__
 from tenfold.argtypes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, Parser, number, positive_int
 from tenfold.cloud import cli as cloud_cli
@@ -110,7 +112,7 @@ def cmd_train(args) -> int:
     return 0
 
 
-WORKER_CONFIG = "TENFOLD_WORKER_CONFIG"  # the launcher's resolved TrainConfig, as JSON, for its workers
+WORKER_CONFIG = envvars.WORKER_CONFIG  # the launcher's resolved TrainConfig, as JSON, for its workers
 
 
 def resume_flags(flags: dict) -> dict:
@@ -312,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
             stopped = SIGNALLED[0] == signal.SIGTERM
             say(("terminated" if stopped else "\ninterrupted") + resume_hint(args))
             return EXIT_TERMINATED if stopped else EXIT_INTERRUPTED
+        if os.environ.get(envvars.DEBUG):  # the whole chain: what tenfold said, and what caused it
+            traceback.print_exception(e)
         say(f"error: {e}", str(e))
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -326,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             stopped = SIGNALLED[0] == signal.SIGTERM
             say(("terminated" if stopped else "\ninterrupted") + resume_hint(args))
             return EXIT_TERMINATED if stopped else EXIT_INTERRUPTED
-        if os.environ.get("TENFOLD_DEBUG"):
+        if os.environ.get(envvars.DEBUG):
             raise
         first = str(e).splitlines()[0] if str(e) else ""
         say(f"error: unexpected {e.__class__.__name__}: {first} (set TENFOLD_DEBUG=1 for the traceback)",

@@ -2,7 +2,9 @@
 import os
 from pathlib import Path
 
-ERRORS_ENV = "TENFOLD_WORKER_ERRORS"  # set by `tenfold train --devices`: where each worker leaves its error
+from tenfold import envvars
+
+ERRORS_ENV = envvars.WORKER_ERRORS  # set by `tenfold train --devices`: where each worker leaves its error
 
 
 class TenfoldError(Exception):

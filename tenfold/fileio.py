@@ -7,6 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator, IO
 
+from tenfold import envvars
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb", perms: int | None = None) -> Iterator[IO]:
@@ -66,7 +68,7 @@ def run_lock(run_dir: Path, what: str = "run") -> Iterator[None]:
         was_empty = not any(run_dir.iterdir())
         fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:  # a file in the way, a read-only folder, no permission
-        raise ConfigError(f"{run_dir}: cannot hold a run there ({e.strerror or type(e).__name__})") from None
+        raise ConfigError(f"{run_dir}: cannot hold a run there ({e.strerror or type(e).__name__})")
     locked = False
     try:
         try:
@@ -74,7 +76,7 @@ def run_lock(run_dir: Path, what: str = "run") -> Iterator[None]:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             raise ConfigError(f"{run_dir} is in use by another tenfold {what} (pid {holder}); wait for it to end, "
-                              "or choose another --out") from None
+                              "or choose another --out")
         locked = True
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
@@ -93,7 +95,7 @@ def run_lock(run_dir: Path, what: str = "run") -> Iterator[None]:
 
 def tenfold_home() -> Path:
     """The cache folder: $TENFOLD_HOME, else ~/.cache/tenfold."""
-    home = os.environ.get("TENFOLD_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "tenfold")
+    home = os.environ.get(envvars.HOME) or os.path.join(os.path.expanduser("~"), ".cache", "tenfold")
     return Path(home)
 
 

@@ -1,5 +1,6 @@
 """Every bad input: one line on stderr, a non-zero exit, no traceback, and nothing saved damaged."""
 import hashlib
+import shutil
 import tarfile
 
 import pytest
@@ -93,6 +94,18 @@ def test_checkpoint_that_does_not_match_the_model(finished_run, tmp_path):
     assert_one_line_error(run_cli("train", "--resume", bad, "--epochs", "3"), "does not match")
     assert_one_line_error(run_cli("evaluate", bad), "does not match")
     assert digest(bad / "checkpoint.pt") == before
+
+
+def test_tenfold_debug_shows_what_caused_an_error(finished_run, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(finished_run, bad)
+    (bad / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    plain = run_cli("predict", bad, "x.png")
+    assert_one_line_error(plain, "corrupt")
+    debug = run_cli("predict", bad, "x.png", env={"TENFOLD_DEBUG": "1"})
+    assert debug.returncode == 1 and debug.stderr.splitlines()[-1] == plain.stderr.strip()
+    assert "Traceback" in debug.stderr and "During handling of the above exception" in debug.stderr
+    assert "CheckpointError" in debug.stderr and "UnpicklingError" in debug.stderr
 
 
 def test_corrupt_checkpoint(finished_run, tmp_path):

@@ -60,3 +60,17 @@ def test_the_cycle_check_sees_a_deferred_import(tmp_path, monkeypatch):
     (pkg / "b.py").write_text("def f():\n    from loop import a\n    return a\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert cycles(grimp.build_graph("loop")) == [["loop.a", "loop.b"]]
+
+
+def test_every_environment_variable_is_listed_in_one_module():
+    """Any TENFOLD_* name the package reads or mentions is one of tenfold/envvars.py's, with its description."""
+    import re
+
+    from tenfold import envvars
+    listed = {v for k, v in vars(envvars).items() if k.isupper()}
+    not_variables = {"TENFOLD_JSON", "TENFOLD_VL"}  # a heredoc marker in the boot script; a C macro
+    package = REPO / "tenfold"
+    mentioned = {m for p in package.rglob("*.[pc]*") if p.suffix in (".py", ".c")
+                 for m in re.findall(r"\bTENFOLD_[A-Z0-9_]+\b", p.read_text())}
+    assert mentioned - not_variables <= listed, sorted(mentioned - not_variables - listed)
+    assert listed <= mentioned | {envvars.DEBUG}

@@ -56,18 +56,18 @@ def aws_errors(region: str | None = None) -> Iterator[None]:
         yield
     except botocore.exceptions.NoCredentialsError:
         raise CloudError("no AWS credentials found: run `aws configure`, or set AWS_PROFILE or "
-                         "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY") from None
+                         "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
     except botocore.exceptions.ProfileNotFound as e:
-        raise CloudError(f"{e}: see `aws configure list-profiles`") from None
+        raise CloudError(f"{e}: see `aws configure list-profiles`")
     except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError) as e:
         raise CloudError(f"cannot reach AWS ({e}); check the network and the region{f' {region}' if region else ''}"
-                         ) from None
+                         )
     except botocore.exceptions.ClientError as e:
         code = e.response.get("Error", {}).get("Code", "")
         message = e.response.get("Error", {}).get("Message", "")
-        raise CloudError(ADVICE.get(code, f"AWS said {code}: {message}")) from None
+        raise CloudError(ADVICE.get(code, f"AWS said {code}: {message}"))
     except botocore.exceptions.BotoCoreError as e:  # an unreadable answer, a proxy in the way, ...
-        raise CloudError(f"talking to AWS failed: {str(e).splitlines()[0][:200]}") from None
+        raise CloudError(f"talking to AWS failed: {str(e).splitlines()[0][:200]}")
 
 
 def spot_history(s: boto3.Session, types: list[str], since: datetime.datetime | None = None,
@@ -199,8 +199,8 @@ def run_instance(s: boto3.Session, args: dict, region: str) -> dict:
             code = e.response.get("Error", {}).get("Code", "")
             if code != "InsufficientInstanceCapacity":
                 if code in ADVICE:
-                    raise CloudError(ADVICE[code]) from None
-                raise LaunchError(code, e.response.get("Error", {}).get("Message", "")) from None
+                    raise CloudError(ADVICE[code])
+                raise LaunchError(code, e.response.get("Error", {}).get("Message", ""))
         except botocore.exceptions.BotoCoreError:
             with aws_errors(region):
                 raise

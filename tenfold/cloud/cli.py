@@ -48,7 +48,7 @@ def cloud_module():
     try:
         from tenfold.cloud import gpus
     except ImportError as e:
-        raise TenfoldError(f"tenfold cloud needs boto3 ({e}): pip install 'tenfold[cloud]'") from None
+        raise TenfoldError(f"tenfold cloud needs boto3 ({e}): pip install 'tenfold[cloud]'")
     return gpus
 
 

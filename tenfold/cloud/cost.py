@@ -13,6 +13,7 @@ import re
 import sys
 from pathlib import Path
 
+from tenfold import envvars
 from tenfold.cloud import aws
 from tenfold.cloud.catalog import load_catalog
 from tenfold.fileio import tenfold_home
@@ -31,7 +32,7 @@ def ledger_path() -> Path:
 
 def now() -> datetime.datetime:
     """The report's clock: $TENFOLD_NOW (ISO 8601) when set, which is how the tests fix it."""
-    text = os.environ.get("TENFOLD_NOW")
+    text = os.environ.get(envvars.NOW)
     return datetime.datetime.fromisoformat(text) if text else datetime.datetime.now(datetime.timezone.utc)
 
 

@@ -24,6 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tenfold import envvars
 from tenfold.errors import CloudError
 from tenfold.cloud.remote import ssh_command, ssh_failure
 
@@ -38,7 +39,7 @@ PROGRESS = re.compile(r"^\s*([\d,]+)\s+(\d+)%\s+(\S+/s)")  # rsync --info=progre
 
 
 def remote_root() -> str:
-    return os.environ.get("TENFOLD_REMOTE_DIR") or DEFAULT_REMOTE
+    return os.environ.get(envvars.REMOTE_DIR) or DEFAULT_REMOTE
 
 
 def ssh_for_rsync() -> str:
@@ -54,7 +55,7 @@ def rsync(src: str, dest: str, *extra: str, label: str | None = None) -> dict:
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     except FileNotFoundError:
-        raise CloudError("rsync is not installed here: install it (e.g. `apt install rsync`)") from None
+        raise CloudError("rsync is not installed here: install it (e.g. `apt install rsync`)")
     out, kept = [], []
     for chunk in iter(lambda: proc.stdout.readline(), ""):
         for piece in chunk.split("\r"):  # progress2 rewrites one line with carriage returns
@@ -205,7 +206,7 @@ def install_agent(host: str, settings: dict | None = None) -> None:
 
 def agent_settings(settings: dict) -> dict:
     """The agent's settings, with $TENFOLD_AGENT_OVERRIDES (JSON) on top: how the tests make its stop harmless."""
-    return {**settings, **json.loads(os.environ.get("TENFOLD_AGENT_OVERRIDES") or "{}")}
+    return {**settings, **json.loads(os.environ.get(envvars.AGENT_OVERRIDES) or "{}")}
 
 
 def boot_script(settings: dict) -> str:

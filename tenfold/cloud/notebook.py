@@ -65,7 +65,7 @@ def local_port(wanted: int | None) -> int:
                 return s.getsockname()[1]
             except OSError:
                 if wanted:
-                    raise CloudError(f"--port {wanted} is in use on this machine: choose another") from None
+                    raise CloudError(f"--port {wanted} is in use on this machine: choose another")
     raise CloudError("no free local port")  # unreachable: port 0 always binds
 
 

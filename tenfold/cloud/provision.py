@@ -9,6 +9,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from tenfold import envvars
 from tenfold.cloud import aws, cost, jobs
 from tenfold.cloud.catalog import QUOTA_CODES, load_catalog
 from tenfold.cloud.guardrails import Guardrails, launch_time
@@ -37,17 +38,17 @@ def key_path(name: str) -> Path:
 def caller_cidr(cidr: str | None) -> str:
     """The CIDR allowed to reach ssh: the one given, else this machine's public address as a /32."""
     if cidr is None:
-        url = os.environ.get("TENFOLD_CHECKIP_URL") or CHECKIP_URL
+        url = os.environ.get(envvars.CHECKIP_URL) or CHECKIP_URL
         try:
             with urllib.request.urlopen(url, timeout=10) as r:
                 cidr = r.read().decode().strip() + "/32"
         except OSError as e:
             raise aws.CloudError(f"cannot find this machine's public address at {url} ({e}); "
-                                 "pass --cidr A.B.C.D/32") from None
+                                 "pass --cidr A.B.C.D/32")
     try:
         net = ipaddress.ip_network(cidr, strict=False)
     except ValueError:
-        raise ConfigError(f"--cidr: '{cidr}' is not an address range like 203.0.113.7/32") from None
+        raise ConfigError(f"--cidr: '{cidr}' is not an address range like 203.0.113.7/32")
     if net.prefixlen == 0:
         print("warning: ssh will be open to the whole internet (0.0.0.0/0), as asked", file=sys.stderr)
     return str(net)
@@ -131,7 +132,7 @@ def create(s, name: str, region: str, itype: str, spot: bool, disk: int, cidr: s
         except aws.CloudError as cleanup:
             left = f"tenfold-{name} ({launched[0]['InstanceId']}, launched)" if launched else f"tenfold-{name}"
             raise aws.CloudError(f"{e}; and {left} could not be removed ({cleanup}): once that is fixed, "
-                                 f"`tenfold cloud down {name}`") from None
+                                 f"`tenfold cloud down {name}`")
         raise
     return instance
 
@@ -160,7 +161,7 @@ def launch(s, name: str, region: str, itype: str, spot: bool, disk: int, image: 
     try:
         instance = aws.run_instance(s, args, region)
     except aws.LaunchError as e:
-        raise aws.CloudError(launch_advice(e, itype, spot, max_price, region)) from None
+        raise aws.CloudError(launch_advice(e, itype, spot, max_price, region))
     cost.record("launch", instance, name, region, disk)
     if launched is not None:
         launched.append(instance)

@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 
+from tenfold import envvars
 from tenfold.errors import CloudError
 from tenfold.polling import wait_until
 from tenfold.cloud.ssh_config import config_path
@@ -50,7 +51,7 @@ def wait_for_ssh(host: str, timeout: float, interval: float = 3.0) -> None:
         try:
             r = subprocess.run(ssh_command(host, "true"), capture_output=True, text=True, timeout=60)
         except FileNotFoundError:
-            raise CloudError("no ssh client found: install OpenSSH (e.g. `apt install openssh-client`)") from None
+            raise CloudError("no ssh client found: install OpenSSH (e.g. `apt install openssh-client`)")
         except subprocess.TimeoutExpired:
             return None
         if r.returncode == 0:
@@ -70,7 +71,7 @@ def configured(alias: str) -> bool:
         resolved = subprocess.run(["ssh", "-G", "-F", str(config_path()), alias], capture_output=True, text=True,
                                   timeout=30)
     except FileNotFoundError:
-        raise CloudError("no ssh client found: install OpenSSH (e.g. `apt install openssh-client`)") from None
+        raise CloudError("no ssh client found: install OpenSSH (e.g. `apt install openssh-client`)")
     hostname = next((line.split(" ", 1)[1] for line in resolved.stdout.splitlines()
                      if line.startswith("hostname ")), alias)
     return resolved.returncode == 0 and hostname != alias
@@ -85,8 +86,8 @@ def target(name: str | None, host: str | None) -> str:
         return f"tenfold-{name or 'default'}"
     if name and ("@" in name or configured(name)):
         return name
-    if not name and os.environ.get("TENFOLD_HOST"):
-        return os.environ["TENFOLD_HOST"]
+    if not name and os.environ.get(envvars.HOST):
+        return os.environ[envvars.HOST]
     raise CloudError(f"no instance '{name or 'default'}' is set up here: launch it with `tenfold cloud up"
                      f"{' ' + name if name else ''}`, or give any ssh host with --host user@address "
                      "(or set TENFOLD_HOST)")

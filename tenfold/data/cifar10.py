@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tenfold import envvars
 from tenfold.data.imageset import ImageSet
 from tenfold.errors import DataError, DownloadError
 from tenfold.fileio import atomic_open, tenfold_home
@@ -35,7 +36,7 @@ def cache_dir() -> Path:
 
 def download_url() -> str:
     """The official address, or a mirror named in $TENFOLD_CIFAR10_URL."""
-    return os.environ.get("TENFOLD_CIFAR10_URL") or URL
+    return os.environ.get(envvars.CIFAR10_URL) or URL
 
 
 def is_cifar10_archive(spec: str) -> bool:
@@ -94,7 +95,7 @@ def read_cache(path: Path):
     except Exception as e:  # numpy/zipfile raise many kinds for a damaged file
         path.unlink(missing_ok=True)
         raise DataError(f"the CIFAR-10 cache {path} was damaged ({e.__class__.__name__}); "
-                        "it was removed: run again to rebuild it") from None
+                        "it was removed: run again to rebuild it")
 
 
 def ensure_extracted(quiet: bool = False) -> Path:
@@ -149,10 +150,10 @@ def stream(url: str, f, quiet: bool) -> str:
             bar.close()
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", None) or e.__class__.__name__
-        raise DownloadError(f"cannot download CIFAR-10 from {url} ({reason}); {hint}") from None
+        raise DownloadError(f"cannot download CIFAR-10 from {url} ({reason}); {hint}")
     except Exception as e:  # http.client.IncompleteRead and friends: the transfer broke off
         raise DownloadError(f"the CIFAR-10 download from {url} broke off ({e.__class__.__name__}); "
-                            f"run again, or {hint}") from None
+                            f"run again, or {hint}")
     if total and received != total:
         raise DownloadError(f"the CIFAR-10 download from {url} broke off after {received} of {total} bytes; "
                             f"run again, or {hint}")
@@ -169,7 +170,7 @@ def extract(archive: Path, root: Path) -> None:
             raise DataError(f"{archive} holds no {FOLDER} folder: not the CIFAR-10 python archive")
         os.replace(tmp / FOLDER, root / FOLDER)
     except (tarfile.TarError, EOFError, OSError) as e:
-        raise DataError(f"{archive} is corrupt or truncated ({e.__class__.__name__}): delete it and run again") from None
+        raise DataError(f"{archive} is corrupt or truncated ({e.__class__.__name__}): delete it and run again")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -192,7 +193,7 @@ def unpickle(data: bytes, name: str) -> dict:
     try:
         obj = SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
     except Exception as e:
-        raise DataError(f"CIFAR-10 file {name} is corrupt ({e})") from None
+        raise DataError(f"CIFAR-10 file {name} is corrupt ({e})")
     if not isinstance(obj, dict):
         raise DataError(f"CIFAR-10 file {name} is not a dictionary")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
@@ -234,7 +235,7 @@ def parse_folder(folder: Path) -> tuple:
         try:
             return (folder / name).read_bytes()
         except OSError:
-            raise DataError(f"CIFAR-10 folder {folder} lacks {name}") from None
+            raise DataError(f"CIFAR-10 folder {folder} lacks {name}")
     return assemble(read)
 
 
@@ -251,7 +252,7 @@ def parse_archive(path: Path) -> tuple:
                 return tar.extractfile(m).read()
             return assemble(read)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-        raise DataError(f"{path} is corrupt or truncated ({e.__class__.__name__})") from None
+        raise DataError(f"{path} is corrupt or truncated ({e.__class__.__name__})")
 
 
 def file_digest(path: Path, algo: str) -> str:

@@ -90,7 +90,7 @@ def list_source(path: Path) -> tuple[dict[str, object], set[str]]:
         if tarfile.is_tarfile(path):
             return list_tar(path)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
-        raise DataError(f"{path}: corrupt or truncated archive ({e.__class__.__name__})") from None
+        raise DataError(f"{path}: corrupt or truncated archive ({e.__class__.__name__})")
     if name.endswith((".tar", ".tar.gz", ".tgz", ".zip")):
         raise DataError(f"{path}: corrupt or truncated archive")
     raise DataError(f"{path}: not a folder, .tar, .tar.gz or .zip of images")
@@ -169,7 +169,7 @@ def list_tar(path: Path) -> tuple[dict[str, object], set[str]]:
                         files.update({f"{name}/{f[len(target) + 1:]}": b for f, b in list(files.items())
                                       if f.startswith(target + "/") and not isinstance(b, tuple)})
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-        raise DataError(f"{path}: corrupt or truncated archive ({e.__class__.__name__})") from None
+        raise DataError(f"{path}: corrupt or truncated archive ({e.__class__.__name__})")
     return files, dirs | parent_dirs(files)
 
 
@@ -209,7 +209,7 @@ def list_zip(path: Path) -> tuple[dict[str, object], set[str]]:
                 else:
                     files[name] = z.read(info)
     except (zipfile.BadZipFile, EOFError, OSError) as e:
-        raise DataError(f"{path}: corrupt or truncated archive ({e.__class__.__name__})") from None
+        raise DataError(f"{path}: corrupt or truncated archive ({e.__class__.__name__})")
     return files, dirs | parent_dirs(files)
 
 

@@ -22,6 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tenfold import envvars
 from tenfold.fileio import tenfold_home
 
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
@@ -61,7 +62,7 @@ def kernel_isa(flags: str | None = None, env: dict | None = None) -> str:
     env = os.environ if env is None else env
     native = this_cpu_isa() if flags is None else native_isa(flags)
     order = ["generic", "avx2", "avx512"]
-    wanted = env.get("TENFOLD_CPU_ISA", "").lower()
+    wanted = env.get(envvars.CPU_ISA, "").lower()
     if not wanted:
         wanted = {"avx2": "avx2", "default": "generic"}.get(env.get("ATEN_CPU_CAPABILITY", "").lower(), "")
     if wanted in order and order.index(wanted) < order.index(native):
@@ -96,7 +97,7 @@ def compile_library(dest: Path, isa: str) -> None:
 
 def load_library() -> ctypes.CDLL | None:
     """The kernels for this CPU (see kernel_isa), built on first use; None where they are off or cannot be built."""
-    if os.environ.get("TENFOLD_KERNELS", "1") == "0" or platform.system() != "Linux":
+    if os.environ.get(envvars.KERNELS, "1") == "0" or platform.system() != "Linux":
         return None
     return library_for(kernel_isa())
 

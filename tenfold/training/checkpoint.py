@@ -45,7 +45,7 @@ def load_checkpoint(run_dir: str | Path) -> dict:
         # weights_only: a checkpoint holds tensors and plain data only, so loading runs no foreign code
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several kinds for truncated or foreign files
-        raise CheckpointError(f"{path} is corrupt or not a tenfold checkpoint ({e.__class__.__name__})") from None
+        raise CheckpointError(f"{path} is corrupt or not a tenfold checkpoint ({e.__class__.__name__})")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a tenfold checkpoint")
     if ckpt.get("version", 0) > VERSION:
@@ -97,7 +97,7 @@ class Checkpointer(Callback):
             write_json(self.run_dir / "config.json", {k: v for k, v in self.meta.items() if k not in TENSORS})
             atomic_write_text(self.run_dir / "history.csv", history_csv(self.history))
         except OSError as e:
-            raise save_error(self.run_dir, len(self.history) + 1, e) from None
+            raise save_error(self.run_dir, len(self.history) + 1, e)
 
     def on_epoch_end(self, epoch, logs):
         self.history.append(dict(logs))
@@ -109,4 +109,4 @@ class Checkpointer(Callback):
             atomic_write_text(self.run_dir / "history.csv", history_csv(self.history))
         except (OSError, RuntimeError) as e:  # disk full, quota, file too large: torch's zip writer says RuntimeError
             self.history.pop()
-            raise save_error(self.run_dir, epoch, e) from None
+            raise save_error(self.run_dir, epoch, e)

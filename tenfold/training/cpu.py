@@ -19,6 +19,7 @@ import os
 import time
 from pathlib import Path
 
+from tenfold import envvars
 from tenfold.training.callbacks import Callback
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -141,7 +142,7 @@ def keep_freed_memory() -> bool:
     8,000 a step and the step ran 1.2x faster (BENCHMARKS.md). The cost is that the process's resident memory stays
     at its peak until it exits, which a training process reaches anyway. True where glibc took the settings."""
     name = ctypes.util.find_library("c")
-    if not name or os.environ.get("TENFOLD_MALLOPT", "1") == "0":
+    if not name or os.environ.get(envvars.MALLOPT, "1") == "0":
         return False
     try:
         mallopt = ctypes.CDLL(name).mallopt

@@ -22,7 +22,7 @@ def pick_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"--device must be auto, cpu, cuda, cuda:N or mps, got '{name}'") from None
+        raise ConfigError(f"--device must be auto, cpu, cuda, cuda:N or mps, got '{name}'")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda: no CUDA GPU is available here (use --device cpu or auto)")

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tenfold import envvars
 from tenfold.fileio import atomic_write_text, tenfold_home
 
 CACHE = "fastpath.json"
@@ -233,7 +234,7 @@ def choose(model: nn.Module, batch_size: int, image_shape: tuple, classes: int, 
     number generators are restored afterwards, so training is the same either way. A failure to measure (a user's
     model that cannot be copied, say) warns and keeps the defaults."""
     from tenfold.kernels import load_library
-    forced = {"0": "pytorch", "1": "fused"}.get(os.environ.get("TENFOLD_KERNELS", ""))
+    forced = {"0": "pytorch", "1": "fused"}.get(os.environ.get(envvars.KERNELS, ""))
     if recorded and not forced and recorded.get("machine") == machine_key():
         fast = FastPath.from_record(recorded)
         if not tune_precision:  # the resume asked for an arithmetic of its own

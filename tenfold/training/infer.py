@@ -64,7 +64,7 @@ def load_trained(run_dir: str | Path, device: str = "auto") -> Trained:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
         raise CheckpointError(f"the checkpoint does not match model '{cfg['model']}' "
-                              f"({str(e).splitlines()[0][:160]})") from None
+                              f"({str(e).splitlines()[0][:160]})")
     return Trained(model.to(dev, memory_format=torch.channels_last).eval(), ckpt, dev)
 
 

@@ -17,6 +17,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from tenfold import envvars
 from tenfold.errors import ERRORS_ENV, ConfigError, TenfoldError, Terminated
 
 
@@ -80,7 +81,7 @@ def start(args, config, actions: list) -> bool:
         args.out = str(check_new_run_dir(Path(args.out) if args.out else default_run_dir(config)))
     local_batch(config.batch_size, workers)  # the global batch must split evenly
     enough_images(config, args.resume, workers)
-    with environment({"TENFOLD_WORKER_CONFIG": json.dumps(config.to_dict())}):
+    with environment({envvars.WORKER_CONFIG: json.dumps(config.to_dict())}):
         launch(worker_argv(args, actions), workers, args.max_restarts or 0,
                config.device == "cpu" or not torch.cuda.is_available(), args.resume or args.out)
     return True
@@ -127,9 +128,9 @@ def launch(worker_args: list[str], workers: int, max_restarts: int, on_cpu: bool
         with environment(worker_env(workers, on_cpu, errors)):
             elastic_launch(config, sys.executable)("-m", "tenfold", "train", *worker_args)
     except ChildFailedError as e:
-        raise WorkerFailed(cause(e.failures, errors) + resume_hint(run_dir, workers, max_restarts)) from None
+        raise WorkerFailed(cause(e.failures, errors) + resume_hint(run_dir, workers, max_restarts))
     except SignalException as e:  # the launcher turns Ctrl-C and SIGTERM into this after stopping the workers
-        raise (KeyboardInterrupt() if e.sigval == signal.SIGINT else Terminated()) from None
+        raise (KeyboardInterrupt() if e.sigval == signal.SIGINT else Terminated())
     finally:
         shutil.rmtree(errors, ignore_errors=True)
 

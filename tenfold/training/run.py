@@ -209,7 +209,7 @@ def restore(run: Run, ckpt: dict) -> None:
         run.optimizer.load_state_dict(ckpt["optimizer"])
     except (RuntimeError, ValueError, KeyError) as e:
         raise CheckpointError(f"the checkpoint does not match model '{run.config.model}' "
-                              f"({str(e).splitlines()[0][:160]})") from None
+                              f"({str(e).splitlines()[0][:160]})")
     set_rng_state(ckpt["rng"], run.device, run.generator)
 
 
@@ -362,7 +362,7 @@ def train(config: TrainConfig | None = None, out: str | Path | None = None, resu
         except Exception as e:
             failed = (compile_error(e) if config.compile else None) or user_model_error(config, e)
             if failed is not None:
-                raise failed from None
+                raise failed
             raise
         finished = True
     finally:

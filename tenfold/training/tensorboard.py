@@ -21,7 +21,7 @@ def summary_writer_class():
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise ConfigError("--tensorboard needs the tensorboard package: pip install 'tenfold[tensorboard]'") from None
+        raise ConfigError("--tensorboard needs the tensorboard package: pip install 'tenfold[tensorboard]'")
     return SummaryWriter
 
 
