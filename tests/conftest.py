@@ -1,28 +1,18 @@
-"""Shared fixtures: an isolated $TENFOLD_HOME, image trees, a CLI runner, a local HTTP server, CIFAR-10 data."""
+"""Shared fixtures: an isolated $TENFOLD_HOME, a local HTTP server, CIFAR-10 data, the ssh host and the AWS test
+bed (loaded only by the tests that use them). Markers: `cloud` (the AWS or ssh test beds), `browser` (a real
+Chromium), `slow` (either, or training for real); `pytest -m "not slow"` is the quick tier."""
 from __future__ import annotations
 
-import http.server
-import io
 import json
 import os
 import subprocess
-import sys
 import tarfile
-import threading
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-import aws_testbed
+from helpers import SHARED_CIFAR, Server
 from ssh_testbed import free_port, power_off
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_CIFAR = REPO.parent / "shared" / "datasets" / "cifar10-train-jpeg.tar.gz"
-COLOURS = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (200, 200, 40), (200, 40, 200), (40, 200, 200)]
-
 
 @pytest.fixture(scope="session")
 def testbed():
@@ -64,128 +54,11 @@ def remote_dir(tmp_path, monkeypatch):
     power_off(remote)
 
 
-def class_image(cls: int, i: int, size=(32, 32), mode: str = "RGB") -> Image.Image:
-    """A learnable image: the class's colour with noise, so a working trainer separates classes."""
-    rng = np.random.default_rng(cls * 100003 + i)
-    base = np.array(COLOURS[cls % len(COLOURS)], dtype=np.float32)
-    pixels = np.clip(base + rng.normal(0, 40, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
-    return Image.fromarray(pixels, "RGB").convert(mode)
-
-
-def make_tree(root: Path, classes=("cat", "dog", "frog"), n: int = 12, splits=("train",),
-              size=(32, 32), fmt: str = "png") -> Path:
-    for split in splits:
-        for c, name in enumerate(classes):
-            d = root / split / name
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                class_image(c, i + 1000 * len(split), size).save(d / f"{i:04d}.{fmt}")
-    return root
-
-
-def run_cli(*args, env: dict | None = None, timeout: float = 300, cwd=None) -> subprocess.CompletedProcess:
-    """`tenfold ARGS` as a user runs it: a new process, its exit code, stdout and stderr."""
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("TENFOLD_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "tenfold", *map(str, args)], capture_output=True, text=True,
-                          env=full_env, timeout=timeout, cwd=cwd or REPO)
-
-
-def wait_for(condition, what: str = "condition", timeout: float = 120.0) -> None:
-    """Poll `condition()` until it holds; fail the test, naming `what`, after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:
-    """A non-zero exit, no traceback, and one line on stderr naming the problem."""
-    assert result.returncode != 0, result
-    assert "Traceback" not in result.stderr + result.stdout, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("warning:")]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines
-    for w in words:
-        assert w.lower() in lines[0].lower(), (w, lines[0])
-
-
-class Server:
-    """A local HTTP server on 127.0.0.1: routes map a path to (body, mode)."""
-
-    def __init__(self):
-        self.routes: dict[str, tuple[bytes, str]] = {}
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                server.requests.append(self.path)
-                body, mode = server.routes.get(self.path, (b"", "missing"))
-                if mode == "missing":
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                # "cut": the connection closes halfway through, as a dropped download does
-                self.wfile.write(body[: len(body) // 2] if mode == "cut" else body)
-                self.wfile.flush()
-                if mode == "cut":
-                    self.close_connection = True
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_port}{path}"
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def http_server():
     server = Server()
     yield server
     server.close()
-
-
-def cifar_batch(n: int, seed: int) -> dict:
-    """One batch in the official format: bytes keys, (n, 3072) uint8 planes, a list of labels."""
-    rng = np.random.default_rng(seed)
-    labels = [int(v) for v in rng.integers(0, 10, n)]
-    data = np.zeros((n, 3072), dtype=np.uint8)
-    for i, y in enumerate(labels):  # each class a distinct flat colour, plane by plane (R, G, B)
-        data[i] = np.repeat(np.array([y * 25, 255 - y * 25, (y * 77) % 256], dtype=np.uint8), 1024)
-    return {b"batch_label": f"batch {seed}".encode(), b"labels": labels, b"data": data,
-            b"filenames": [f"img_{seed}_{i}.png".encode() for i in range(n)]}
-
-
-def cifar_archive(n: int = 20, batches: dict | None = None) -> bytes:
-    """A cifar-10-python.tar.gz in the official layout (protocol-2 pickles, as the original's)."""
-    import pickle
-    files = {f"data_batch_{i}": cifar_batch(n, i) for i in range(1, 6)}
-    files["test_batch"] = cifar_batch(n, 99)
-    files["batches.meta"] = {b"label_names": [c.encode() for c in CIFAR_CLASSES],
-                             b"num_cases_per_batch": n, b"num_vis": 3072}
-    files.update(batches or {})
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, obj in files.items():
-            payload = obj if isinstance(obj, bytes) else pickle.dumps(obj, protocol=2)
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
-    return buf.getvalue()
-
-
-CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 @pytest.fixture(scope="session")
@@ -246,10 +119,41 @@ def cloud(testbed, tmp_path, monkeypatch):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     testbed.quotas.update({"L-DB2E81BA": 8.0, "L-3819A6DF": 8.0})
-    testbed.spot_prices.append(("g4dn.xlarge", "us-east-1a", 0.2104, aws_testbed.ago(1)))
+    from aws_testbed import ago
+    testbed.spot_prices.append(("g4dn.xlarge", "us-east-1a", 0.2104, ago(1)))
     testbed.image = testbed.seed_dlami()
     testbed.home = home
     # Safety: any ssh to tenfold's hosts goes to a closed port on loopback, never to moto's invented addresses.
     (home / ".ssh").mkdir()
     (home / ".ssh" / "config").write_text(f"Host tenfold-*\n    HostName 127.0.0.1\n    Port {free_port()}\n\n")
     return testbed
+
+
+# ---- markers: the quick tier is `pytest -m "not slow"` --------------------------------------------------
+CLOUD_FIXTURES = {"box", "cloud", "testbed", "instance", "aws"}
+TRAINING = ("train(", "run_cli(\"train\"", "\"train\",", "run_cli(\"bench\"", "\"bench\",", "finetune", "torchrun",
+            "torch.distributed", "run_cli(\"presets\"", "benchmarks", "nbclient", "Popen(", "signal.SIG",
+            "--max-restarts")
+
+
+def pytest_collection_modifyitems(config, items):
+    """`cloud`: the AWS or ssh test beds; `browser`: a real Chromium; `slow`: those, and anything that trains
+    for real, runs the benchmarks or a notebook, or starts tenfold three times or more (each start imports
+    torch), as the test's own code or its fixtures' names say."""
+    import inspect
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        try:
+            source = inspect.getsource(item.function)
+        except (OSError, TypeError):
+            source = ""
+        marks = set()
+        if fixtures & CLOUD_FIXTURES or item.module.__name__.startswith("test_cloud"):
+            marks.add("cloud")
+        if "check_page(" in source:
+            marks.add("browser")
+        if marks or any(w in source for w in TRAINING) or any(f.endswith("_run") for f in fixtures) \
+                or fixtures & {"cifar_subset", "trained", "finetuned"} or source.count("run_cli(") >= 3:
+            marks.add("slow")
+        for mark in marks:
+            item.add_marker(mark)

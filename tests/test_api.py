@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import REPO, make_tree
+from helpers import REPO, make_tree
 from tenfold.errors import ConfigError
 
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, assert_one_line_error, run_cli
+from helpers import REPO, assert_one_line_error, run_cli
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import lenet  # noqa: E402

@@ -7,7 +7,7 @@ import socket
 import numpy as np
 import pytest
 
-from conftest import CIFAR_CLASSES, assert_one_line_error, cifar_archive, run_cli
+from helpers import CIFAR_CLASSES, assert_one_line_error, cifar_archive, run_cli
 from tenfold.data import cifar10, open_dataset
 from tenfold.errors import DataError, DownloadError
 

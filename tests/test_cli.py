@@ -6,7 +6,7 @@ import tarfile
 import pytest
 import torch
 
-from conftest import assert_one_line_error, make_tree, run_cli
+from helpers import assert_one_line_error, make_tree, run_cli
 from tenfold.training.run import train
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from aws_testbed import ec2, nothing_left
 from cloud_testbed import spot_interruption
-from conftest import REPO, make_tree, run_cli, wait_for
+from helpers import REPO, make_tree, run_cli, wait_for
 from tenfold.cloud import jobs
 from ssh_testbed import SSHD, SshServer
 

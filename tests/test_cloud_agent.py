@@ -5,7 +5,8 @@ import os
 import subprocess
 import time
 
-from conftest import assert_one_line_error, power_off, run_cli, wait_for
+from helpers import assert_one_line_error, run_cli, wait_for
+from ssh_testbed import power_off
 from tenfold.cloud import jobs
 from tenfold.cloud.remote import ssh_command
 

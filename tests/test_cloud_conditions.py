@@ -16,8 +16,8 @@ import pytest
 
 from aws_testbed import ec2, nothing_left
 from cloud_testbed import authorize_new_keys
-from conftest import REPO, assert_one_line_error, power_off, run_cli, wait_for
-from ssh_testbed import SSHD, SshServer, free_port
+from helpers import REPO, assert_one_line_error, run_cli, wait_for
+from ssh_testbed import SSHD, SshServer, free_port, power_off
 from tenfold.cloud import jobs
 from tenfold.cloud.remote import ssh_command
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 
 T0 = datetime.datetime(2026, 11, 20, tzinfo=datetime.timezone.utc)
 

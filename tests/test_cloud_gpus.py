@@ -6,7 +6,7 @@ import boto3
 import pytest
 
 from aws_testbed import ago
-from conftest import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, run_cli
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from aws_testbed import ec2, nothing_left
-from conftest import REPO, Server, assert_one_line_error, run_cli
+from helpers import REPO, Server, assert_one_line_error, run_cli
 from ssh_testbed import SSHD, SshServer
 
 

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-from conftest import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, run_cli
 from tenfold.cloud import jobs
 
 SCRIPT = '''

@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
-from conftest import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, run_cli
 from ssh_testbed import SshServer
 
 

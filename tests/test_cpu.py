@@ -1,7 +1,7 @@
 """The cores a run may use (affinity, cgroup quota), other processes' load, and the threads that follow it."""
 import pytest
 
-from conftest import make_tree, run_cli
+from helpers import make_tree, run_cli
 from tenfold.training import cpu
 from tenfold.training.checkpoint import load_checkpoint
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, assert_one_line_error, make_tree, run_cli, wait_for
+from helpers import REPO, assert_one_line_error, make_tree, run_cli, wait_for
 from tenfold.cloud import jobs
 from tenfold.training.checkpoint import load_checkpoint
 

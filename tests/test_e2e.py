@@ -4,7 +4,7 @@ import json
 import re
 
 from browser import ARTIFACTS, check_page
-from conftest import run_cli
+from helpers import run_cli
 
 EPOCH_LINE = re.compile(r"^Epoch +(\d+): Training Loss: +(\d+\.\d\d) Validation Accuracy: +(\d+\.\d\d)% Time (\d+\.\d)s$")
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import make_tree, run_cli
+from helpers import make_tree, run_cli
 from tenfold.kernels import build
 from tenfold.models import create_model
 from tenfold.training import fastpath

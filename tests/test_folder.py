@@ -5,7 +5,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import class_image, make_tree
+from helpers import class_image, make_tree
 from tenfold.data import folder, open_dataset, open_test_set
 from tenfold.data.dataset import hold_out, ImageSet
 from tenfold.errors import DataError

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import grimp
 
-from conftest import REPO
+from helpers import REPO
 
 
 def test_imports_follow_the_layers():

@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import assert_one_line_error, make_tree, run_cli
+from helpers import assert_one_line_error, make_tree, run_cli
 from tenfold.errors import ConfigError
 from tenfold.training.checkpoint import load_checkpoint
 from tenfold.training.device import cpu_has, resolve_precision

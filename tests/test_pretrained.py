@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SHARED_CIFAR, assert_one_line_error, make_tree, run_cli
+from helpers import SHARED_CIFAR, assert_one_line_error, make_tree, run_cli
 from tenfold.data.folder import decode
 from tenfold.data.loader import DeviceLoader
 from tenfold.data.dataset import ImageSet

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import assert_one_line_error, class_image, make_tree, run_cli
+from helpers import assert_one_line_error, class_image, make_tree, run_cli
 from tenfold.data.dataset import open_dataset
 from tenfold.data.decode import decode
 from tenfold.errors import ConfigError, DataError

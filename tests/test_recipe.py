@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import assert_one_line_error, make_tree, run_cli
+from helpers import assert_one_line_error, make_tree, run_cli
 from tenfold.data.augment import flip_mask
 from tenfold.data.dataset import ImageSet
 from tenfold.data.loader import DeviceLoader

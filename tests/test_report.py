@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from browser import ARTIFACTS, check_page
-from conftest import assert_one_line_error, make_tree, run_cli
+from helpers import assert_one_line_error, make_tree, run_cli
 from tenfold.report import plot_confusion, plot_history, plot_per_class, plot_predictions
 from tenfold.training.checkpoint import load_checkpoint
 

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from conftest import REPO, cifar_archive, make_tree, run_cli
+from helpers import REPO, cifar_archive, make_tree, run_cli
 from tenfold.config import TrainConfig
 from tenfold.training import Callback
 from tenfold.training.callbacks import epoch_line

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, assert_one_line_error, make_tree, run_cli
+from helpers import REPO, assert_one_line_error, make_tree, run_cli
 from tenfold.fileio import run_lock
 from tenfold.training.checkpoint import load_checkpoint
 
@@ -276,7 +276,7 @@ def test_evaluation_leaves_out_images_the_run_trained_on_wherever_they_come_from
     (only_trained / "cat").mkdir(parents=True)
     shutil.copy(tree / "train" / "cat" / "0000.png", only_trained / "cat")
     assert_one_line_error(run_cli("evaluate", run, "--data", only_trained), "were trained on by this run")
-    from conftest import class_image
+    from helpers import class_image
     for i in range(5):  # the data changed: 26 cats hold out 3, the last of them trained on before
         class_image(0, 900 + i).save(tree / "train" / "cat" / f"!new{i}.png")
     again = json.loads(run_cli("evaluate", run, "--json").stdout)
