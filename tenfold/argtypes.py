@@ -70,19 +70,28 @@ def number(text: str) -> float:
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def duration(text: str) -> float | None:
-    """Seconds from '90s', '30m', '2h', '1d' (a bare number is minutes); 'off' or '0' is None (no limit)."""
+def duration(text: str, bare: str = "m") -> float | None:
+    """Seconds from '90s', '30m', '2h', '1d' (a bare number is in `bare` units: minutes unless told); 'off' or
+    '0' is None (no limit). The one duration parser of every flag that takes one."""
     text = text.strip().lower()
     if text in ("off", "0", "none", "never"):
         return None
     unit = UNITS.get(text[-1:], None)
     try:
-        value = float(text[:-1] if unit else text) * (unit or 60)
+        value = float(text[:-1] if unit else text) * (unit or UNITS[bare])
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a duration like 30m, 2h or off, got '{text}'")
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive duration, got '{text}'")
     return value
+
+
+def duration_text(seconds: float) -> str:
+    """The inverse of `duration`: 3600 -> '1h', 1800 -> '30m', 90 -> '90s', as the flags take it."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def positive_number(text: str) -> float:

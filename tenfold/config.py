@@ -77,6 +77,10 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
+    def run_name(self) -> str:
+        """The model's name as run directories start with it: 'lenet5', or 'factory' for path/to/net.py:factory."""
+        return self.model.rsplit(":", 1)[-1]
+
     def updated(self, **overrides) -> "TrainConfig":
         """A copy with the given (non-None) values replaced."""
         d = self.to_dict()

@@ -98,5 +98,7 @@ def test_a_tenfold_train_job_gets_a_run_directory_and_a_resume_command():
     spec = job_spec(["tenfold", "train", "--devices", "auto", "--max-restarts", "2", "--out", "runs/b", "--report"], "x")
     assert spec["resume"] == ["tenfold", "train", "--resume", "runs/b", "--devices", "auto", "--max-restarts", "2",
                               "--report"]
+    assert job_spec(["tenfold", "train", "--preset", "fast"], "x")["run_dir"] == "runs/airnet94-x"  # as train names it
+    assert job_spec(["tenfold", "train", "--preset=fast", "--model", "lenet5"], "x")["run_dir"] == "runs/lenet5-x"
     assert job_spec(["python3", "train.py"], "x") == {"command": ["python3", "train.py"], "resume": None,
                                                       "run_dir": None}

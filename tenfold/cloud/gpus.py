@@ -1,9 +1,11 @@
 """`tenfold cloud gpus` and `tenfold cloud quota`: what each GPU type costs, and what this account may launch."""
 from __future__ import annotations
 
+import argparse
 import datetime
 import statistics
 
+from tenfold.argtypes import duration
 from tenfold.cloud import aws
 from tenfold.cloud.catalog import QUOTA_CODES, catalog_date, load_catalog
 from tenfold.errors import ConfigError
@@ -12,11 +14,14 @@ PRICE_REGION = "us-east-1"  # the region whose on-demand prices the catalogue ho
 
 
 def parse_days(text: str) -> int:
-    """'30d' or '30' -> 30."""
-    body = text[:-1] if text.endswith("d") else text
-    if not body.isdigit() or not 1 <= int(body) <= 90:
+    """'30d', '30' (days) or '2w'... as argtypes.duration reads it -> whole days, 1 to 90 (AWS keeps 90)."""
+    try:
+        seconds = duration(text, bare="d") or 0.0
+    except argparse.ArgumentTypeError:
+        seconds = 0.0
+    if not 86400 <= seconds <= 90 * 86400 or seconds % 86400:
         raise ConfigError(f"--history takes days, from 1d to 90d (AWS keeps 90 days), got '{text}'")
-    return int(body)
+    return int(seconds // 86400)
 
 
 def latest_per_zone(records: list[dict]) -> dict[str, dict[str, float]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
+from tenfold.argtypes import duration_text
+
 IDLE_STOP = 3600  # seconds: the default idle stop, so a forgotten instance stops billing compute after an hour
 GUARD_TAGS = {"max_hours": "tenfold:max-hours", "idle_stop": "tenfold:idle-stop"}  # the guardrails, on AWS
 
@@ -46,14 +48,6 @@ class Guardrails:
         return {"max_hours": self.max_hours, "idle_stop": self.idle_stop, "spot": spot, "auto_resume": True,
                 "boot_hook": True, "running_since": running_since,
                 "stop": ["sudo", "-n", "shutdown", "-h", "now"]}  # an OS shutdown stops it
-
-
-def duration_text(seconds: float) -> str:
-    """3600 -> '1h', 90 -> '90s', 1800 -> '30m': as --idle-stop takes it."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
 
 
 def launch_time(instance: dict) -> datetime.datetime:

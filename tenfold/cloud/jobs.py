@@ -25,7 +25,9 @@ import sys
 from pathlib import Path
 
 from tenfold import envvars
-from tenfold.errors import CloudError
+from tenfold.config import TrainConfig
+from tenfold.errors import CloudError, ConfigError
+from tenfold.presets import preset_config
 from tenfold.cloud.remote import ssh_command, ssh_failure
 
 DEFAULT_REMOTE = "tenfold"  # relative to the login's home directory
@@ -254,6 +256,15 @@ def flag(command: list[str], name: str) -> str | None:
     return None
 
 
+def job_config(command: list[str]) -> TrainConfig:
+    """The settings a `tenfold train` command names its run by: its --preset's, with its --model on top."""
+    try:
+        config = preset_config(flag(command, "--preset"))
+    except ConfigError:  # an unknown preset: the job's own tenfold train says so, in one line
+        config = TrainConfig()
+    return config.updated(model=flag(command, "--model"))
+
+
 def job_spec(command: list[str], stamp: str) -> dict:
     """The job: its command, and for `tenfold train` the run directory and the command that resumes it."""
     at = is_tenfold_train(command)
@@ -263,9 +274,8 @@ def job_spec(command: list[str], stamp: str) -> dict:
     if run_dir:
         return {"command": command, "resume": command, "run_dir": run_dir}
     run_dir = flag(command, "--out")
-    if run_dir is None:  # name it now: the resume command must know where the checkpoints go
-        model = flag(command, "--model") or "lenet5"
-        run_dir = f"runs/{Path(model.rsplit(':', 1)[-1]).name}-{stamp}"
+    if run_dir is None:  # name it now, as tenfold train would: the resume command must know where it is
+        run_dir = f"runs/{job_config(command).run_name()}-{stamp}"
         command = [*command, "--out", run_dir]
     keep = [x for f in ("--epochs", "--device", "--devices", "--max-restarts") if flag(command, f)
             for x in (f, flag(command, f))]  # the same workers and restarts, on the same run

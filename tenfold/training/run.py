@@ -61,8 +61,7 @@ ACTIVE: dict = {}  # this process's run: its directory and whether an epoch of i
 def default_run_dir(config: TrainConfig) -> Path:
     """runs/MODEL-DATE-TIME, created here so that two runs started in the same second never share it (the second
     takes MODEL-DATE-TIME-2, and so on)."""
-    name = Path(config.model.rsplit(":", 1)[-1]).name if ":" in config.model else config.model
-    base = Path("runs") / f"{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    base = Path("runs") / f"{config.run_name()}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     base.parent.mkdir(parents=True, exist_ok=True)
     for n in range(1, 1000):
         candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
