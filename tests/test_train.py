@@ -41,6 +41,17 @@ def test_training_learns_and_reports_through_callbacks(tree, tmp_path):
     assert history.history["val_accuracy"][-1] >= 0.9  # colour-coded classes: chance is 1/3
 
 
+def test_a_callback_stops_training_after_a_whole_saved_epoch_and_the_run_resumes(tree, tmp_path):
+    class StopAtTwo(Callback):  # as Keras' EarlyStopping would, by setting the flag
+        def on_epoch_end(self, epoch, logs):
+            self.stop_training = epoch == 2
+    out = tmp_path / "run"
+    history = train(data=str(tree), epochs=5, out=out, quiet=True, batch_size=32, callbacks=[StopAtTwo()])
+    assert history.epoch == [1, 2] and load_checkpoint(out)["epoch"] == 2
+    resumed = train(resume=out, quiet=True)
+    assert resumed.epoch == [1, 2, 3, 4, 5]
+
+
 def test_epoch_line_in_the_seeds_words():
     line = epoch_line(1, {"loss": 1.6512, "val_accuracy": 0.40878, "seconds": 4.51})
     assert line == "Epoch  1: Training Loss:  1.65 Validation Accuracy: 40.88% Time 4.5s"

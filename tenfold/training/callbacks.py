@@ -11,6 +11,10 @@ from typing import Iterable
 
 
 class Callback:
+    """Setting `stop_training = True` (as Keras' model.stop_training) ends training once the current epoch is
+    finished, recorded and saved: runs stay whole epochs, and a resume continues from there."""
+    stop_training = False
+
     def on_train_begin(self, logs: dict) -> None: ...
     def on_epoch_begin(self, epoch: int, logs: dict) -> None: ...
     def on_batch_end(self, batch: int, logs: dict) -> None: ...
@@ -21,6 +25,10 @@ class Callback:
 class CallbackList(Callback):
     def __init__(self, callbacks: Iterable[Callback]):
         self.callbacks = list(callbacks)
+
+    @property
+    def stop_training(self) -> bool:
+        return any(getattr(c, "stop_training", False) for c in self.callbacks)
 
     def on_train_begin(self, logs):
         for c in self.callbacks:

@@ -84,9 +84,11 @@ def save_error(run_dir: Path, epoch: int, e: Exception) -> CheckpointError:
 class Checkpointer(Callback):
     """After every epoch: checkpoint.pt first (the truth), then history.csv derived from it."""
 
-    def __init__(self, run_dir: Path, model, optimizer, rng_state, meta: dict, history: list[dict], extra=None):
+    def __init__(self, run_dir: Path, model, optimizer, rng_state, meta: dict, history: list[dict],
+                 states: dict | None = None):
         self.run_dir, self.model, self.optimizer = Path(run_dir), model, optimizer
-        self.extra = extra          # () -> dict of more state to keep (lookahead's slow weights, fp16's loss scale)
+        self.states = states or {}  # name -> more to keep, by its state_dict() (lookahead's slow weights, fp16's
+        #                             loss scale); a resume gives each its entry back with load_state_dict()
         self.rng_state = rng_state  # () -> dict of RNG states, read at the end of each epoch
         self.meta = meta            # config, classes, image_shape, mean, std, data facts
         self.history = list(history)
@@ -103,7 +105,7 @@ class Checkpointer(Callback):
         self.history.append(dict(logs))
         state = {**self.meta, "epoch": epoch, "history": self.history,
                  "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "rng": self.rng_state(), **(self.extra() if self.extra else {})}
+                 "rng": self.rng_state(), **{name: s.state_dict() for name, s in self.states.items()}}
         try:
             save_checkpoint(self.run_dir / CHECKPOINT, state)
             atomic_write_text(self.run_dir / "history.csv", history_csv(self.history))

@@ -90,9 +90,10 @@ def fit(model: nn.Module, optimizer, train_loader, val_loader=None, epochs: int 
     epoch's validation is also made with `tta` test-time views (`val_accuracy_tta`). `precision` is resolved
     (fp32, bf16 or fp16); `scaler`: fp16's loss scaler, to keep its state across a resume."""
     history = history or History()
-    cbs = CallbackList([history, *(callbacks or [])])
-    scaler = scaler or grad_scaler(train_loader.device, precision)
     plain = unwrap(model)  # evaluation skips DDP and compilation: no collectives per batch, no eval-mode graph
+    # TerminateOnNaN first: a diverged epoch raises before the history or a checkpoint takes it
+    cbs = CallbackList([TerminateOnNaN(plain, precision, val_loader is not None), history, *(callbacks or [])])
+    scaler = scaler or grad_scaler(train_loader.device, precision)
     cbs.on_train_begin({"epochs": epochs, "start_epoch": start_epoch})
     try:
         for epoch in range(start_epoch + 1, epochs + 1):
@@ -101,12 +102,9 @@ def fit(model: nn.Module, optimizer, train_loader, val_loader=None, epochs: int 
             loss, accuracy, images = train_epoch(model, optimizer, train_loader, cbs, label_smoothing, precision,
                                                  scaler)
             train_seconds = time.perf_counter() - t0
-            if not math.isfinite(loss) or loss > explosion(plain):  # as Keras' TerminateOnNaN, and more:
-                raise diverged(epoch, loss, precision)              # before the epoch is saved over a good one
+            cbs.callbacks[0].check(epoch, loss)  # a diverged run stops before its validation is even run
             val = evaluate(plain, val_loader, 0, precision) if val_loader is not None else {
                 "loss": float("nan"), "accuracy": float("nan")}
-            if val_loader is not None and not math.isfinite(val["loss"]) or not finite_weights(plain):
-                raise diverged(epoch, val["loss"] if math.isfinite(loss) else loss, precision, "validation loss")
             logs = {"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val["loss"],
                     "val_accuracy": val["accuracy"], "seconds": time.perf_counter() - t0,
                     "images_per_s": images / train_seconds,
@@ -115,6 +113,8 @@ def fit(model: nn.Module, optimizer, train_loader, val_loader=None, epochs: int 
                 logs["val_accuracy_tta"] = evaluate(plain, val_loader, tta, precision)["accuracy"]
                 logs["seconds"] = time.perf_counter() - t0
             cbs.on_epoch_end(epoch, logs)
+            if cbs.stop_training:  # a callback asked (as Keras' model.stop_training): this epoch stays saved
+                break
     finally:
         cbs.on_train_end({})
     return history
@@ -134,6 +134,25 @@ def explosion(model: nn.Module) -> float:
 
 def finite_weights(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
+
+
+class TerminateOnNaN(Callback):
+    """Keras' TerminateOnNaN, and more: a training loss that is not finite or beyond `explosion`, a validation
+    loss that is not finite, or weights that are not, end training with DivergedError (one line with the fix)
+    before the epoch is recorded or saved over a good one."""
+
+    def __init__(self, model: nn.Module, precision: str, validating: bool):
+        self.model, self.precision, self.validating = model, precision, validating
+
+    def check(self, epoch: int, loss: float) -> None:
+        if not math.isfinite(loss) or loss > explosion(self.model):
+            raise diverged(epoch, loss, self.precision)
+
+    def on_epoch_end(self, epoch, logs):
+        loss, val_loss = logs["loss"], logs["val_loss"]
+        self.check(epoch, loss)
+        if self.validating and not math.isfinite(val_loss) or not finite_weights(self.model):
+            raise diverged(epoch, val_loss if math.isfinite(loss) else loss, self.precision, "validation loss")
 
 
 def diverged(epoch: int, loss: float, precision: str, what: str = "training loss") -> DivergedError:

@@ -59,10 +59,10 @@ class Lookahead(Callback):
             slow.lerp_(state[k], 1 - decay)
             state[k].copy_(slow)
 
-    def state(self) -> dict:
+    def state_dict(self) -> dict:
         return {"step": self.step, "slow": self.slow}
 
-    def load(self, state: dict) -> None:
+    def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
         for k, v in state["slow"].items():
             self.slow[k].copy_(v)

@@ -286,18 +286,18 @@ def check_new_run_dir(run_dir: Path) -> Path:
     return run_dir
 
 
-def recipe_callbacks(run: Run, steps_per_epoch: int, start: int, ckpt: dict | None) -> list:
+def recipe_callbacks(run: Run, steps_per_epoch: int, start: int) -> tuple[list, dict]:
     """The schedule and lookahead: on every worker, before anything that reads the weights. Both keep the length
     the run was planned with: a resume with more epochs continues at the schedule's final rate (schedule_note)."""
     config, recipe = run.config, []
     total_steps = run.meta.get("schedule_epochs", config.epochs) * steps_per_epoch
     if config.schedule == "onecycle":
         recipe.append(LRSchedule(run.optimizer, total_steps, start * steps_per_epoch))
+    states = {}  # name -> what the checkpoint keeps of it (state_dict / load_state_dict)
     if config.lookahead:
-        recipe.append(Lookahead(run.model, total_steps))
-        if ckpt is not None and "lookahead" in ckpt:
-            recipe[-1].load(ckpt["lookahead"])
-    return recipe
+        states["lookahead"] = Lookahead(run.model, total_steps)
+        recipe.append(states["lookahead"])
+    return recipe, states
 
 
 def train(config: TrainConfig | None = None, out: str | Path | None = None, resume: str | Path | None = None,
@@ -334,16 +334,15 @@ def train(config: TrainConfig | None = None, out: str | Path | None = None, resu
                 train_loader, val_loader = features
                 fit_model, fit_precision, tta = FeatureHead(run.model), "fp32", 0
         train_loader.epoch = start  # the flip pattern and the schedule continue where the run stopped
-        recipe = recipe_callbacks(run, len(train_loader), start, ckpt)
+        recipe, states = recipe_callbacks(run, len(train_loader), start)
         scaler = grad_scaler(run.device, run.precision)
-        if ckpt is not None and "scaler" in ckpt and scaler.is_enabled():
-            scaler.load_state_dict(ckpt["scaler"])
-
-        def extra() -> dict:  # the states the checkpoint keeps besides model, optimiser and RNGs
-            return {**({"lookahead": recipe[-1].state()} if config.lookahead else {}),
-                    **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {})}
+        if scaler.is_enabled():
+            states["scaler"] = scaler  # fp16's loss scale
+        for name, state in states.items():  # what the checkpoint kept of each, by name
+            if ckpt is not None and name in ckpt:
+                state.load_state_dict(ckpt[name])
         writers = [Checkpointer(run_dir, run.model, run.optimizer, lambda: rng_state(run.device, run.generator),
-                                run.meta, rows, extra), MarkSaved(),
+                                run.meta, rows, states), MarkSaved(),
                    *([TensorBoard(run_dir / "tensorboard")] if tensorboard else []), *(callbacks or [])]
         if not quiet and progress is not False:  # the bar first: it clears its line before the epoch line prints
             writers.append(ProgressBar(train_loader.num_images, config.epochs, force=bool(progress)))
