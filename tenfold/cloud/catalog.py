@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 from dataclasses import dataclass
 from importlib import resources
 
@@ -26,13 +27,19 @@ class InstanceType:
     on_demand_usd_per_h: float
 
 
-def load_catalog() -> list[InstanceType]:
-    text = resources.files("tenfold.cloud").joinpath("catalog.csv").read_text()
-    rows = csv.DictReader(line for line in text.splitlines() if line and not line.startswith("#"))
-    return [InstanceType(r["type"], r["gpu"], int(r["gpus"]), int(r["gpu_memory_gib"]), int(r["vcpus"]),
-                         int(r["memory_gib"]), r["family"], float(r["on_demand_usd_per_h"])) for r in rows]
+@functools.lru_cache(maxsize=1)
+def catalog_text() -> str:
+    return resources.files("tenfold.cloud").joinpath("catalog.csv").read_text()
+
+
+@functools.lru_cache(maxsize=1)
+def catalog() -> dict[str, InstanceType]:
+    """The catalogue, read once: instance type -> its facts, in the file's order."""
+    rows = csv.DictReader(line for line in catalog_text().splitlines() if line and not line.startswith("#"))
+    return {r["type"]: InstanceType(r["type"], r["gpu"], int(r["gpus"]), int(r["gpu_memory_gib"]), int(r["vcpus"]),
+                                    int(r["memory_gib"]), r["family"], float(r["on_demand_usd_per_h"])) for r in rows}
 
 
 def catalog_date() -> str:
-    text = resources.files("tenfold.cloud").joinpath("catalog.csv").read_text()
-    return next((w.rstrip(";.") for w in text.split() if w[:4].isdigit() and w.count("-") == 2), "unknown")
+    return next((w.rstrip(";.") for w in catalog_text().split() if w[:4].isdigit() and w.count("-") == 2),
+                "unknown")

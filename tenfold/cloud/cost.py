@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tenfold import envvars
 from tenfold.cloud import aws
-from tenfold.cloud.catalog import load_catalog
+from tenfold.cloud.catalog import catalog
 from tenfold.fileio import tenfold_home
 
 GP3_USD_PER_GB_MONTH = 0.08
@@ -160,7 +160,6 @@ def reconcile(s, ledger: dict[str, list[dict]]) -> None:
 
 def report(region: str | None = None, profile: str | None = None) -> dict:
     end = now()
-    catalog = {c.type: c for c in load_catalog()}
     s = aws.session(region, profile)
     try:  # every instance that exists is costed, whether or not tenfold saw its launch
         untracked(s, aws.region_of(s))
@@ -184,7 +183,7 @@ def report(region: str | None = None, profile: str | None = None) -> dict:
                             if r["AvailabilityZone"] == first["zone"])
             compute = sum(spot_cost(prices, a, b) for a, b in running)
         else:
-            compute = hours * catalog[first["type"]].on_demand_usd_per_h
+            compute = hours * catalog()[first["type"]].on_demand_usd_per_h
         storage_h = (stored_until - launched).total_seconds() / 3600
         rows.append({"name": first["name"], "id": iid, "type": first["type"], "market": first["market"],
                      "running_hours": hours, "compute_usd": compute,

@@ -7,7 +7,7 @@ import statistics
 
 from tenfold.argtypes import duration
 from tenfold.cloud import aws
-from tenfold.cloud.catalog import QUOTA_CODES, catalog_date, load_catalog
+from tenfold.cloud.catalog import QUOTA_CODES, catalog, catalog_date
 from tenfold.errors import ConfigError
 
 PRICE_REGION = "us-east-1"  # the region whose on-demand prices the catalogue holds
@@ -40,7 +40,7 @@ def latest_per_zone(records: list[dict]) -> dict[str, dict[str, float]]:
 def quota_table(s, region: str) -> dict[tuple[str, bool], dict]:
     """(family, spot) -> {'code', 'quota' (vCPUs, None if unknown), 'used', 'free'}."""
     values = aws.quota_values(s, list(QUOTA_CODES.values()), region)
-    used = aws.running_vcpus(s, {c.type: c.vcpus for c in load_catalog()}, region)
+    used = aws.running_vcpus(s, {t: c.vcpus for t, c in catalog().items()}, region)
     table = {}
     for key, code in QUOTA_CODES.items():
         quota = values[code]
@@ -60,15 +60,14 @@ def gpus(region: str | None = None, profile: str | None = None, history: str | N
     days = parse_days(history) if history else None
     s = aws.session(region, profile)
     region = aws.region_of(s)
-    catalog = load_catalog()
-    types = [c.type for c in catalog]
+    types = list(catalog())
     spot = latest_per_zone(aws.spot_history(s, types, region=region))
     quotas = quota_table(s, region)
     since = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=days) if days else None
     past = aws.spot_history(s, types, since, region) if days else []
     offered = aws.regions_offering(s, types) if regions else {}
     rows = []
-    for c in catalog:
+    for c in catalog().values():
         zones = spot.get(c.type, {})
         zone = min(zones, key=zones.get) if zones else None
         prices = sorted(float(r["SpotPrice"]) for r in past if r["InstanceType"] == c.type)

@@ -13,7 +13,7 @@ import re
 import sys
 
 from tenfold.cloud import aws, cost, jobs
-from tenfold.cloud.catalog import load_catalog
+from tenfold.cloud.catalog import catalog
 from tenfold.cloud.guardrails import Guardrails, agent_settings
 from tenfold.cloud.present import summary
 from tenfold.cloud.pricing import hourly_cost, volumes
@@ -49,9 +49,8 @@ def check_request(name: str, itype: str | None, disk: int | None, guardrails: di
         raise ConfigError(f"--max-hours must be above 0 (or off), got {guardrails['max_hours']}")
     if disk is not None and not 30 <= disk <= 16384:
         raise ConfigError(f"--disk must be between 30 and 16384 GB, got {disk}")
-    catalog = {c.type: c for c in load_catalog()}
-    if itype is not None and itype not in catalog:
-        raise ConfigError(f"unknown GPU type '{itype}'; see `tenfold cloud gpus` ({', '.join(catalog)})")
+    if itype is not None and itype not in catalog():
+        raise ConfigError(f"unknown GPU type '{itype}'; see `tenfold cloud gpus` ({', '.join(catalog())})")
 
 
 def up(name: str = "default", itype: str | None = None, spot: bool | None = None, disk: int | None = None,

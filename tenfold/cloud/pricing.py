@@ -3,18 +3,17 @@ storage and the public IPv4 address."""
 from __future__ import annotations
 
 from tenfold.cloud import aws, cost
-from tenfold.cloud.catalog import load_catalog
+from tenfold.cloud.catalog import catalog
 
 def hourly_cost(s, instance: dict, region: str) -> dict:
     """$/h now: the compute price while it runs (spot: the zone's latest; on-demand: the catalogue's), gp3
     storage, the public IPv4 address."""
     itype, zone = instance["InstanceType"], instance["Placement"]["AvailabilityZone"]
-    catalog = {c.type: c for c in load_catalog()}
     if instance.get("InstanceLifecycle") == "spot":
         zones = {r["AvailabilityZone"]: float(r["SpotPrice"]) for r in aws.spot_history(s, [itype], region=region)}
         compute = zones.get(zone)
     else:
-        compute = catalog[itype].on_demand_usd_per_h if itype in catalog else None
+        compute = catalog()[itype].on_demand_usd_per_h if itype in catalog() else None
     if instance["State"]["Name"] not in ("pending", "running"):
         compute = 0.0  # a stopped instance bills its disk only
     disk = sum(v.get("Size", 0) for v in volumes(s, instance, region))

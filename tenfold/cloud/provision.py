@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tenfold import envvars
 from tenfold.cloud import aws, cost, jobs
-from tenfold.cloud.catalog import QUOTA_CODES, load_catalog
+from tenfold.cloud.catalog import QUOTA_CODES, catalog
 from tenfold.cloud.guardrails import Guardrails, launch_time
 from tenfold.cloud.ssh_config import forget_host_key, host_entry, remove_host
 from tenfold.errors import ConfigError
@@ -173,7 +173,7 @@ def launch(s, name: str, region: str, itype: str, spot: bool, disk: int, image: 
 
 def launch_advice(e: "aws.LaunchError", itype: str, spot: bool, max_price: float | None, region: str) -> str:
     """One line for each way a launch fails, saying what to do."""
-    c = {c.type: c for c in load_catalog()}[itype]
+    c = catalog()[itype]
     market, family = ("spot" if spot else "on-demand"), aws.quota_family(itype)
     if e.code in ("VcpuLimitExceeded", "MaxSpotInstanceCountExceeded"):
         code = QUOTA_CODES[(family, spot)]
