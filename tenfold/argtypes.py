@@ -99,3 +99,23 @@ def positive_number(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a number above 0, got '{text}'")
     return value
+
+
+def add_settings(parser: argparse.ArgumentParser, config_class) -> None:
+    """One flag per field of `config_class` (TrainConfig), from the field: --name-with-dashes, its type, choices,
+    help and default as the field declares them (see tenfold.config.setting). Every flag's default is None, so
+    that a resumed run knows which flags were given; the config holds the defaults."""
+    import dataclasses
+    types = {"int": positive_int, "int | None": positive_int, "float": number, "str": str, "str | None": str}
+    for f in dataclasses.fields(config_class):
+        meta, flag = f.metadata, "--" + f.name.replace("_", "-")
+        help_text = meta.get("help", "")
+        if meta.get("show_default", True) and f.default not in (None, False):
+            help_text += f" (default {f.default})"
+        if f.type == "bool":
+            action = argparse.BooleanOptionalAction if meta.get("negatable") else "store_true"
+            parser.add_argument(flag, action=action, default=None, help=help_text)
+            continue
+        choices = meta.get("choices")
+        kind = int if choices and isinstance(choices[0], int) else types[f.type]
+        parser.add_argument(flag, type=kind, choices=choices, metavar=meta.get("metavar"), help=help_text)

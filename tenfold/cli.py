@@ -11,56 +11,22 @@ import traceback
 
 from tenfold import envvars
 from tenfold.version import __version__
-from tenfold.argtypes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, Parser, number, positive_int
+from tenfold.argtypes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, Parser, add_settings, positive_int
 from tenfold.cloud import cli as cloud_cli
-from tenfold.config import PRECISIONS, RESUME_SETTINGS
+from tenfold.config import RESUME_SETTINGS, TrainConfig
 from tenfold.errors import TenfoldError, Terminated
 
 
-TRAIN_ACTIONS: list = []  # the train flags, to pass them on to the workers
+# The flags of `tenfold train` that are not settings (the settings reach workers resolved, as JSON): what a
+# worker of `--devices` is started with, besides them.
+RUN_FLAGS = {"out": "--out", "resume": "--resume", "quiet": "--quiet", "report": "--report",
+             "tensorboard": "--tensorboard"}
 
 
 def add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model (default: the seed's LeNet-5 on CIFAR-10)",
                        description="Train a model. Every epoch is checkpointed into the run directory.")
-    # Defaults are None so that a resumed run knows which flags were given; TrainConfig holds the defaults.
-    p.add_argument("--data", help="'cifar10' (downloads the official archive; default), an image folder "
-                                  "with train/<class>/*, or a .tar/.tar.gz/.zip of one")
-    p.add_argument("--model", help="registered model name (see 'tenfold models') or path/to/net.py:factory")
-    p.add_argument("--epochs", type=positive_int, help="passes over the training data (default 10)")
-    p.add_argument("--batch-size", type=positive_int, help="images per step (default 256)")
-    p.add_argument("--lr", type=number, help="learning rate (default 0.002)")
-    p.add_argument("--optimizer", choices=["adam", "sgd"], help="adam (default) or sgd with momentum")
-    p.add_argument("--momentum", type=number, help="SGD momentum (default 0.9)")
-    p.add_argument("--weight-decay", type=number, help="L2 weight decay (default 0)")
-    p.add_argument("--keep-prob", type=number, help="dropout keep probability, in (0, 1] (default 0.5)")
-    p.add_argument("--augment", action="store_true", default=None, help="random crop and flip each batch")
-    p.add_argument("--val-split", type=number, help="fraction held out for validation (default 0.1)")
-    p.add_argument("--image-size", type=positive_int, help="resize images to this square size")
-    p.add_argument("--seed", type=positive_int, help="random seed (default 0)")
-    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
-    p.add_argument("--preset", help="start from a preset (see 'tenfold presets'); other flags override it")
-    p.add_argument("--label-smoothing", type=number, help="label smoothing, in [0, 1) (default 0)")
-    p.add_argument("--schedule", choices=["constant", "onecycle"], help="learning-rate schedule (default constant)")
-    p.add_argument("--bias-lr-scale", type=number, help="SGD: biases' learning rate multiplier (default 1)")
-    p.add_argument("--lookahead", action="store_true", default=None, help="average the weights every 5 steps")
-    p.add_argument("--flip", choices=["random", "alternating"], help="with --augment: how images are mirrored")
-    p.add_argument("--translate", type=positive_int, help="with --augment: shift by up to this many pixels (4)")
-    p.add_argument("--precision", choices=PRECISIONS,
-                   help="arithmetic of the forward pass (fp32; the fast presets: auto = bf16 where the "
-                        "hardware has it, fp16 on older GPUs)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the model for training (a one-off compile first; for GPUs)")
-    p.add_argument("--tta", type=int, choices=[0, 1, 2], help="test-time views: 0, 1 (+ mirror) or 2 (6 views)")
-    p.add_argument("--threads", type=positive_int, help="CPU threads (default: the cores this process may use, "
-                                                        "from its affinity and cgroup quota)")
-    p.add_argument("--weights", metavar="FILE", help="pretrained models: a local weights file (state dict or tenfold "
-                                                     "checkpoint) of the same architecture, instead of ImageNet's")
-    p.add_argument("--freeze", action="store_true", default=None,
-                   help="pretrained models: compute the backbone's features once and train only the head (seconds)")
-    p.add_argument("--head-first", action=argparse.BooleanOptionalAction, default=None,
-                   help="pretrained models: fit the new head to the frozen features before training all layers "
-                        "(finetune: on)")
+    add_settings(p, TrainConfig)  # every setting's flag, help and default from TrainConfig's fields
     p.add_argument("--out", help="run directory (default runs/MODEL-DATE-TIME)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run after its last finished epoch")
     p.add_argument("--quiet", action="store_true", help="no epoch lines or progress bar")
@@ -70,11 +36,20 @@ def add_train(sub) -> None:
     p.add_argument("--report", action="store_true", help="write the figures and report.html at the end")
     p.add_argument("--tensorboard", action="store_true",
                    help="also log TensorBoard scalars to RUN_DIR/tensorboard (needs tenfold[tensorboard])")
-    TRAIN_ACTIONS[:] = [a for a in p._actions if a.option_strings]
+
+
+def worker_argv(args) -> list[str]:
+    """The run flags given (RUN_FLAGS), for the workers' command line."""
+    argv = []
+    for dest, flag in RUN_FLAGS.items():
+        value = getattr(args, dest, None)
+        if value not in (None, False):
+            argv += [flag] + ([] if value is True else [str(value)])
+    return argv
 
 
 def cmd_train(args) -> int:
-    from tenfold.config import TrainConfig
+
 
     for flag in ("resume", "out", "data", "model"):
         if getattr(args, flag, None) == "":
@@ -131,7 +106,7 @@ def launch_workers(args, flags: dict) -> bool:
     # before torch loads: no C++ log lines from each worker (a worker that fails makes its peers' Gloo log an
     # error too); the launcher reports each worker's own error in one line
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
-    from tenfold.config import TrainConfig
+
     from tenfold.training import launch
     from tenfold.training.checkpoint import load_checkpoint
 
@@ -141,7 +116,7 @@ def launch_workers(args, flags: dict) -> bool:
         from tenfold.presets import preset_config
         config = preset_config(args.preset).updated(**{k: v for k, v in flags.items() if k != "preset"})
     config.validate()
-    return launch.start(args, config, TRAIN_ACTIONS)
+    return launch.start(args, config, worker_argv)
 
 
 def cmd_presets(args) -> int:

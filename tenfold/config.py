@@ -1,7 +1,7 @@
 """Typed configuration: defaults here, then flags. One place for every hyperparameter, with units."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from tenfold.errors import ConfigError
 
@@ -9,39 +9,60 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # arithmetic of the forward pass;
 RESUME_SETTINGS = ("epochs", "device", "precision", "compile", "threads")  # what a resume may change: how, not what, it trains
 
 
+def setting(default, help: str, choices: tuple | None = None, metavar: str | None = None, negatable: bool = False,
+            show_default: bool = True):
+    """A TrainConfig field with what its `tenfold train --flag` says: the help (the default is added from the
+    field itself), its choices, whether it has a --no- form. The one place a setting is written down."""
+    return field(default=default, metadata={"help": help, "choices": choices, "metavar": metavar,
+                                            "negatable": negatable, "show_default": show_default})
+
+
 @dataclass
 class TrainConfig:
-    data: str = "cifar10"         # 'cifar10' (official download) or a folder / .tar / .tar.gz / .zip
-    model: str = "lenet5"         # a registered name, or path/to/net.py:factory
-    epochs: int = 10              # passes over the training split
-    batch_size: int = 256         # images per optimiser step (LeNet on 2 CPU cores: faster than 128, as accurate)
-    lr: float = 2e-3              # learning rate (the original's Adam 1e-3, scaled up with the batch)
-    optimizer: str = "adam"       # adam | sgd (SGD with momentum)
-    momentum: float = 0.9         # SGD only
-    weight_decay: float = 0.0     # L2 penalty per step
-    keep_prob: float = 0.5        # dropout: probability that a unit is kept
-    augment: bool = False         # random crop (4 px padding) and horizontal flip; off for the seed LeNet
-    val_split: float = 0.1        # fraction of each class held out (the last images) when there is no val/
-    image_size: int | None = None  # resize every image to this square size; None: their own size if uniform
-    seed: int = 0                 # for initialisation, shuffling, dropout and augmentation
-    device: str = "auto"          # auto | cpu | cuda | cuda:N | mps
+    data: str = setting("cifar10", "'cifar10' (downloads the official archive; default), an image folder with "
+                        "train/<class>/*, or a .tar/.tar.gz/.zip of one", show_default=False)
+    model: str = setting("lenet5", "registered model name (see 'tenfold models') or path/to/net.py:factory")
+    epochs: int = setting(10, "passes over the training data")
+    # images per optimiser step (LeNet on 2 CPU cores: faster than 128, as accurate)
+    batch_size: int = setting(256, "images per step")
+    lr: float = setting(2e-3, "learning rate")  # the original's Adam 1e-3, scaled up with the batch
+    optimizer: str = setting("adam", "adam, or sgd with momentum", choices=("adam", "sgd"))
+    momentum: float = setting(0.9, "SGD momentum")
+    weight_decay: float = setting(0.0, "L2 weight decay per step")
+    keep_prob: float = setting(0.5, "dropout keep probability, in (0, 1]")
+    augment: bool = setting(False, "random crop (4 px padding) and flip each batch")
+    # the last images of each class, when there is no val/ folder
+    val_split: float = setting(0.1, "fraction of each class held out for validation")
+    image_size: int | None = setting(None, "resize images to this square size (default: their own, if uniform)")
+    seed: int = setting(0, "random seed: initialisation, shuffling, dropout, augmentation")
+    device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps")
     # The fast recipes' pieces (see tenfold/presets.py); the defaults leave the seed's LeNet as it was.
-    preset: str | None = None     # the preset these settings started from, for the record
-    label_smoothing: float = 0.0  # weight moved from the true class to all classes evenly
-    schedule: str = "constant"    # constant | onecycle (linear warm-up over 23 % of the steps, then linear decay)
-    bias_lr_scale: float = 1.0    # SGD: biases learn this many times faster (their weight decay as much slower)
-    lookahead: bool = False       # average the weights every 5 steps (slow/fast weights), the fast ones at the end
-    flip: str = "random"          # with --augment: random (each image a coin) | alternating (flip pattern A, then not-A)
-    translate: int = 4            # with --augment: shift up to this many pixels each way
-    precision: str = "fp32"       # auto | fp32 | bf16 | fp16: autocast of the forward pass (auto: see
-                                  # training.device.resolve_precision; fp16 adds loss scaling)
-    compile: bool = False         # torch.compile the model for training (GPUs; it did not pay on 2 CPU cores)
-    tta: int = 0                  # test-time views: 0 the image, 1 + its mirror, 2 + both shifted a pixel (6 views)
-    threads: int | None = None    # CPU threads per process; None: the cores it may use (affinity, cgroup quota)
+    preset: str | None = setting(None, "start from a preset (see 'tenfold presets'); other flags override it")
+    label_smoothing: float = setting(0.0, "label smoothing: weight moved from the true class to all, in [0, 1)")
+    # onecycle: linear warm-up over 23 % of the steps, then linear decay
+    schedule: str = setting("constant", "learning-rate schedule", choices=("constant", "onecycle"))
+    # biases learn this many times faster (their weight decay as much slower)
+    bias_lr_scale: float = setting(1.0, "SGD: biases' learning rate multiplier")
+    lookahead: bool = setting(False, "average the weights every 5 steps (slow and fast weights)")
+    # random: each image a coin; alternating: flip pattern A, then not-A
+    flip: str = setting("random", "with --augment: how images are mirrored", choices=("random", "alternating"))
+    translate: int = setting(4, "with --augment: shift by up to this many pixels")
+    # autocast of the forward pass (auto: see training.device.resolve_precision; fp16 adds loss scaling)
+    precision: str = setting("fp32", "arithmetic of the forward pass (the fast presets: auto = bf16 where the "
+                             "hardware has it, fp16 on older GPUs)", choices=PRECISIONS)
+    # GPUs; it did not pay on 2 CPU cores
+    compile: bool = setting(False, "torch.compile the model for training (a one-off compile first; for GPUs)",
+                            negatable=True)
+    tta: int = setting(0, "test-time views: 0, 1 (+ mirror) or 2 (6 views)", choices=(0, 1, 2))
+    threads: int | None = setting(None, "CPU threads (default: the cores this process may use, from its affinity "
+                                  "and cgroup quota)")
     # Pretrained models (efficientnet_lite0): how the backbone is fine-tuned
-    weights: str | None = None    # a local weights file for the model's architecture, instead of its ImageNet weights
-    head_first: bool = False      # fit the new head to the frozen backbone's features before the first epoch
-    freeze: bool = False          # train only the head, on backbone features computed once (no augmentation)
+    weights: str | None = setting(None, "pretrained models: a local weights file (state dict or tenfold checkpoint) "
+                                  "of the same architecture, instead of ImageNet's", metavar="FILE")
+    head_first: bool = setting(False, "pretrained models: fit the new head to the frozen features before training "
+                               "all layers (finetune: on)", negatable=True)
+    freeze: bool = setting(False, "pretrained models: compute the backbone's features once and train only the "
+                           "head (seconds)")
 
     def validate(self) -> "TrainConfig":
         checks = [

@@ -63,10 +63,11 @@ def environment(extra: dict):
             os.environ.pop(k, None)
 
 
-def start(args, config, actions: list) -> bool:
+def start(args, config, worker_argv) -> bool:
     """`tenfold train --devices N` on the launcher's side: check what can be checked before any worker starts,
-    name the run directory (a restart must find it), then launch the workers with the same flags. False (and
-    nothing done) for one device without restarts: a plain process does that best."""
+    name the run directory (a restart must find it), then launch the workers: `worker_argv(args)` (the run flags, once
+    the run directory is named), the settings resolved in TENFOLD_WORKER_CONFIG. False (and nothing done) for one device without restarts: a
+    plain process does that best."""
     import torch
 
     from tenfold.training.distributed import local_batch
@@ -82,7 +83,7 @@ def start(args, config, actions: list) -> bool:
     local_batch(config.batch_size, workers)  # the global batch must split evenly
     enough_images(config, args.resume, workers)
     with environment({envvars.WORKER_CONFIG: json.dumps(config.to_dict())}):
-        launch(worker_argv(args, actions), workers, args.max_restarts or 0,
+        launch(worker_argv(args), workers, args.max_restarts or 0,
                config.device == "cpu" or not torch.cuda.is_available(), args.resume or args.out)
     return True
 
@@ -95,20 +96,6 @@ def enough_images(config, resume, workers: int) -> None:
     photo = check_pretrained(config, pretrained_cfg(config.model))
     data = open_dataset(config.data, config.val_split, config.image_size, quiet=True, photo=photo)
     check_workers(len(data.train), workers)
-
-
-def worker_argv(args, actions: list) -> list[str]:
-    """The flags that are not settings (--out, --resume, --quiet, --report, ...), less --devices and
-    --max-restarts; the settings go to the workers resolved, as TENFOLD_WORKER_CONFIG (see cli.cmd_train)."""
-    from tenfold.config import TrainConfig
-    settings = set(TrainConfig.__dataclass_fields__)
-    argv = []
-    for action in actions:
-        value = getattr(args, action.dest, None)
-        if action.dest in ("devices", "max_restarts", "help", *settings) or value is None or value is False:
-            continue
-        argv += [action.option_strings[-1]] + ([] if value is True else [str(value)])
-    return argv
 
 
 def launch(worker_args: list[str], workers: int, max_restarts: int, on_cpu: bool, run_dir: str) -> None:

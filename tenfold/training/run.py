@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from tenfold.config import TrainConfig
 from tenfold.data import DeviceLoader, Splits, open_dataset
@@ -308,60 +309,22 @@ def train(config: TrainConfig | None = None, out: str | Path | None = None, resu
     (Keras-style) see every epoch after it is saved. `tensorboard`: scalars in RUN/tensorboard. Started by a
     launcher (RANK and WORLD_SIZE set), it is one of several workers: only rank 0 prints and writes."""
     if tensorboard:
-        from tenfold.training.tensorboard import TensorBoard, summary_writer_class
+        from tenfold.training.tensorboard import summary_writer_class
         summary_writer_class()  # a missing extra is reported before any data is read
     place = distributed.launched()
     main = place is None or place.main
     quiet = quiet or not main
-    finished = False
-    stack = contextlib.ExitStack()
+    finished, stack = False, contextlib.ExitStack()
     try:
         run, run_dir, start, rows, ckpt = open_run(config, out, resume, quiet, overrides, place, stack)
         ACTIVE.update(run_dir=run_dir, saved=start > 0)
-        config = run.config
-        if place is not None and place.world > 1:  # each worker its own shuffle and dropout, reproducibly
-            run.generator.manual_seed(config.seed + 7919 * place.rank + start)
-            torch.manual_seed(config.seed + 7919 * place.rank + start + 1)
-        train_loader, val_loader = loaders(run, config.batch_size)
-        if not quiet:
-            announce(run, run_dir, start, place)
-        fit_model, fit_precision, tta = run.model, run.precision, config.tta
-        if config.freeze or (config.head_first and start == 0):  # the backbone's features, once
-            features = frozen_features(run, train_loader, val_loader, quiet)
-            if start == 0:
-                head_first(run, *features, quiet)
-            if config.freeze:  # only the head trains, in fp32 (it is tiny)
-                train_loader, val_loader = features
-                fit_model, fit_precision, tta = FeatureHead(run.model), "fp32", 0
-        train_loader.epoch = start  # the flip pattern and the schedule continue where the run stopped
-        recipe, states = recipe_callbacks(run, len(train_loader), start)
-        scaler = grad_scaler(run.device, run.precision)
-        if scaler.is_enabled():
-            states["scaler"] = scaler  # fp16's loss scale
-        for name, state in states.items():  # what the checkpoint kept of each, by name
-            if ckpt is not None and name in ckpt:
-                state.load_state_dict(ckpt[name])
-        writers = [Checkpointer(run_dir, run.model, run.optimizer, lambda: rng_state(run.device, run.generator),
-                                run.meta, rows, states), MarkSaved(),
-                   *([TensorBoard(run_dir / "tensorboard")] if tensorboard else []), *(callbacks or [])]
-        if not quiet and progress is not False:  # the bar first: it clears its line before the epoch line prints
-            writers.append(ProgressBar(train_loader.num_images, config.epochs, force=bool(progress)))
-        if not quiet:
-            writers.append(SeedLogger())
-        adapt = thread_callbacks(run)
-        model = distributed.wrap(fit_model, run.device, place) if place else fit_model
-        if config.compile:
-            model = torch.compile(model)  # DDP first, then compile, as PyTorch's DDP notes advise
-        try:
-            history = fit(model, run.optimizer, train_loader, val_loader, config.epochs,
-                          [*recipe, *adapt, *(writers if main else [])], start_epoch=start, history=History(rows, run_dir),
-                          label_smoothing=config.label_smoothing, precision=fit_precision, tta=tta,
-                          scaler=scaler)
-        except Exception as e:
-            failed = (compile_error(e) if config.compile else None) or user_model_error(config, e)
-            if failed is not None:
-                raise failed
-            raise
+        fitting = prepare(run, run_dir, start, place, quiet)
+        recipe, states = recipe_callbacks(run, len(fitting.train), start)
+        scaler = restore_states(run, states, ckpt)
+        writers = default_callbacks(run, run_dir, rows, states, fitting.train.num_images, tensorboard, callbacks,
+                                    quiet, progress) if main else []
+        history = fit_run(run, fitting, [*recipe, *thread_callbacks(run), *writers], start, History(rows, run_dir),
+                          scaler, place)
         finished = True
     finally:
         stack.close()
@@ -370,6 +333,84 @@ def train(config: TrainConfig | None = None, out: str | Path | None = None, resu
         print(summary_line(history.rows(), run_dir), file=sys.stderr)
     history.main, history.device, history.data = main, str(run.device), run.data  # for the caller's --report
     return history
+
+
+@dataclass
+class Fitting:
+    """What fit() trains: the model (the whole net, or only its head on frozen features), its loaders, the
+    precision and the test-time views of the last validation."""
+    model: nn.Module
+    train: DeviceLoader | FeatureLoader
+    val: DeviceLoader | FeatureLoader | None
+    precision: str
+    tta: int
+
+
+def prepare(run: Run, run_dir: Path, start: int, place: Place | None, quiet: bool) -> Fitting:
+    """Seeds per worker, the loaders, the run announced, and with --freeze or a new head the frozen features."""
+    config = run.config
+    if place is not None and place.world > 1:  # each worker its own shuffle and dropout, reproducibly
+        run.generator.manual_seed(config.seed + 7919 * place.rank + start)
+        torch.manual_seed(config.seed + 7919 * place.rank + start + 1)
+    train_loader, val_loader = loaders(run, config.batch_size)
+    if not quiet:
+        announce(run, run_dir, start, place)
+    fitting = Fitting(run.model, train_loader, val_loader, run.precision, config.tta)
+    if config.freeze or (config.head_first and start == 0):  # the backbone's features, once
+        features = frozen_features(run, train_loader, val_loader, quiet)
+        if start == 0:
+            head_first(run, *features, quiet)
+        if config.freeze:  # only the head trains, in fp32 (it is tiny)
+            fitting = Fitting(FeatureHead(run.model), *features, "fp32", 0)
+    fitting.train.epoch = start  # the flip pattern and the schedule continue where the run stopped
+    return fitting
+
+
+def restore_states(run: Run, states: dict, ckpt: dict | None) -> torch.amp.GradScaler:
+    """fp16's loss scaler joins the named states the checkpoint keeps; a resumed run gets each one back."""
+    scaler = grad_scaler(run.device, run.precision)
+    if scaler.is_enabled():
+        states["scaler"] = scaler
+    for name, state in states.items():
+        if ckpt is not None and name in ckpt:
+            state.load_state_dict(ckpt[name])
+    return scaler
+
+
+def default_callbacks(run: Run, run_dir: Path, rows: list[dict], states: dict, images: int, tensorboard: bool,
+                      callbacks: list | None, quiet: bool, progress: bool | None) -> list:
+    """The main worker's: the checkpoint (first: the user's callbacks see saved epochs), TensorBoard, the
+    user's, the progress bar (it clears its line before the epoch line prints) and the epoch line."""
+    writers = [Checkpointer(run_dir, run.model, run.optimizer, lambda: rng_state(run.device, run.generator),
+                            run.meta, rows, states), MarkSaved()]
+    if tensorboard:
+        from tenfold.training.tensorboard import TensorBoard
+        writers.append(TensorBoard(run_dir / "tensorboard"))
+    writers += callbacks or []
+    if not quiet and progress is not False:
+        writers.append(ProgressBar(images, run.config.epochs, force=bool(progress)))
+    if not quiet:
+        writers.append(SeedLogger())
+    return writers
+
+
+def fit_run(run: Run, fitting: Fitting, callbacks: list, start: int, history: History, scaler,
+            place: Place | None) -> History:
+    """fit() on the wrapped model (DDP first, then compile, as PyTorch's DDP notes advise); a compile or user
+    model failure in one line."""
+    config = run.config
+    model = distributed.wrap(fitting.model, run.device, place) if place else fitting.model
+    if config.compile:
+        model = torch.compile(model)
+    try:
+        return fit(model, run.optimizer, fitting.train, fitting.val, config.epochs, callbacks, start_epoch=start,
+                   history=history, label_smoothing=config.label_smoothing, precision=fitting.precision,
+                   tta=fitting.tta, scaler=scaler)
+    except Exception as e:
+        failed = (compile_error(e) if config.compile else None) or user_model_error(config, e)
+        if failed is not None:
+            raise failed
+        raise
 
 
 def head_first(run: Run, train: FeatureLoader, val: FeatureLoader | None, quiet: bool) -> None:
