@@ -167,3 +167,26 @@ def test_tensorboard_missing_is_a_one_line_error(tmp_path):
                 env={"PYTHONPATH": os.pathsep.join([str(fake), *sys.path])})
     assert_one_line_error(r, "pip install 'tenfold[tensorboard]'")
     assert not (tmp_path / "run").exists()  # nothing started
+
+
+def test_a_metric_added_to_the_table_reaches_csv_tensorboard_and_the_report(monkeypatch, tmp_path):
+    """One place: a row in tenfold.training.metrics.METRICS, and every writer has it."""
+    from tenfold.report.html import epochs_table
+    from tenfold.training import metrics
+    from tenfold.training.checkpoint import history_csv
+    from tenfold.training.tensorboard import TensorBoard
+    monkeypatch.setattr(metrics, "METRICS", (*metrics.METRICS, metrics.Metric(
+        "grad_norm", "grad_norm", "training/grad_norm", "gradient norm", "loss")))
+    for module in ("tenfold.training.checkpoint", "tenfold.training.tensorboard", "tenfold.report.html"):
+        monkeypatch.setattr(f"{module}.METRICS", metrics.METRICS)
+    row = {"epoch": 1, "loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.4, "seconds": 2.0,
+           "images_per_s": 100.0, "lr": 0.01, "grad_norm": 3.25}
+    assert history_csv([row]).splitlines()[0].endswith(",grad_norm") and "3.250000" in history_csv([row])
+    assert "<th>gradient norm</th>" in epochs_table([row]) and "<td>3.2500</td>" in epochs_table([row])
+    board = TensorBoard(tmp_path / "tb")
+    board.on_train_begin({"start_epoch": 0})
+    board.on_epoch_end(1, row)
+    board.on_train_end({})
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(tmp_path / "tb")).Reload()
+    assert events.Scalars("training/grad_norm")[0].value == 3.25

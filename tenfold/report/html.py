@@ -6,6 +6,7 @@ import datetime
 import math
 from html import escape
 from pathlib import Path
+from tenfold.training.metrics import HTML_FORMATS, METRICS, text as metric_text
 
 CAPTIONS = {
     "curves.png": "Loss and accuracy per epoch, training and validation.",
@@ -41,13 +42,11 @@ def table(header: list[str], rows: list[list]) -> str:
 
 
 def epochs_table(history: list[dict]) -> str:
-    tta = any("val_accuracy_tta" in r for r in history)  # the column only for runs with test-time augmentation
-    rows = [[r["epoch"], f"{r['loss']:.4f}", percent(r.get("accuracy")), f"{r['val_loss']:.4f}",
-             percent(r.get("val_accuracy")), *([percent(r.get("val_accuracy_tta")) if "val_accuracy_tta" in r
-                                                else ""] if tta else []),
-             f"{r['seconds']:.1f}", f"{r['images_per_s']:,.0f}", f"{r['lr']:.3g}"] for r in history]
-    return table(["epoch", "training loss", "training accuracy", "validation loss", "validation accuracy",
-                  *(["with test-time augmentation"] if tta else []), "seconds", "images/s", "learning rate"], rows)
+    """One row per epoch, one column per metric (tenfold.training.metrics); a metric only some epochs have, only
+    when some do (test-time augmentation)."""
+    shown = [m for m in METRICS if m.always or any(m.key in r for r in history)]
+    rows = [[r["epoch"], *(metric_text(m, r.get(m.key), HTML_FORMATS) for m in shown)] for r in history]
+    return table(["epoch", *(m.heading for m in shown)], rows)
 
 
 def cards(ckpt: dict, summary: dict, split: str) -> str:

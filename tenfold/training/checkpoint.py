@@ -16,13 +16,12 @@ from tenfold.version import __version__
 from tenfold.errors import CheckpointError
 from tenfold.fileio import atomic_open, atomic_write_text
 from tenfold.training.callbacks import Callback
+from tenfold.training.metrics import CSV_FORMATS, METRICS
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = "tenfold-checkpoint"
 VERSION = 1
 TENSORS = ("train_digests",)  # meta the checkpoint keeps but config.json does not (not JSON)
-HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds", "images_per_s", "lr",
-                   "val_accuracy_tta"]
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -55,15 +54,18 @@ def load_checkpoint(run_dir: str | Path) -> dict:
 
 def history_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=["epoch", *(m.column for m in METRICS)], lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({"epoch": r["epoch"], "train_loss": f"{r['loss']:.6f}",
-                    "train_accuracy": f"{r['accuracy']:.6f}" if "accuracy" in r else "", "val_loss": f"{r['val_loss']:.6f}",
-                    "val_accuracy": f"{r['val_accuracy']:.6f}", "seconds": f"{r['seconds']:.3f}",
-                    "images_per_s": f"{r['images_per_s']:.1f}", "lr": f"{r['lr']:.6g}",
-                    "val_accuracy_tta": f"{r['val_accuracy_tta']:.6f}" if "val_accuracy_tta" in r else ""})
+        w.writerow({"epoch": r["epoch"], **{m.column: csv_text(m, r.get(m.key)) for m in METRICS}})
     return buf.getvalue()
+
+
+def csv_text(metric, value) -> str:
+    """As history.csv has always written them: 'nan' for a NaN (no validation split), '' for an absent value."""
+    if value is None:
+        return ""
+    return "nan" if value != value else CSV_FORMATS[metric.kind].format(value)
 
 
 def write_json(path: Path, obj: dict) -> None:

@@ -9,11 +9,8 @@ from pathlib import Path
 
 from tenfold.errors import ConfigError
 from tenfold.training.callbacks import Callback
+from tenfold.training.metrics import METRICS
 
-# epoch log key -> TensorBoard tag: loss and accuracy grouped so training and validation share a chart section
-TAGS = {"loss": "loss/train", "val_loss": "loss/validation", "accuracy": "accuracy/train",
-        "val_accuracy": "accuracy/validation", "val_accuracy_tta": "accuracy/validation_tta",
-        "lr": "learning_rate", "images_per_s": "speed/images_per_s", "seconds": "speed/epoch_seconds"}
 
 
 def summary_writer_class():
@@ -38,10 +35,10 @@ class TensorBoard(Callback):
         self.writer = self.writer_class(str(self.log_dir), purge_step=logs.get("start_epoch", 0) + 1)
 
     def on_epoch_end(self, epoch, logs):
-        for key, tag in TAGS.items():
-            value = logs.get(key)
+        for m in METRICS:  # each metric under its tag (tenfold.training.metrics)
+            value = logs.get(m.key)
             if value is not None and not math.isnan(value):
-                self.writer.add_scalar(tag, value, epoch)
+                self.writer.add_scalar(m.tag, value, epoch)
         self.writer.flush()
 
     def on_train_end(self, logs):
