@@ -326,7 +326,8 @@ def resume_hint(args) -> str:
     run_dir = active.get("run_dir") or args.resume or args.out  # a launcher knows its run by its flags
     if not run_dir:
         return ""
-    saved = active["saved"] if active.get("run_dir") else os.path.exists(os.path.join(run_dir, "checkpoint.pt"))
+    # the checkpoint on disk is the truth: a signal between its write and the run noting it must not hide it
+    saved = bool(active.get("saved")) or os.path.exists(os.path.join(run_dir, "checkpoint.pt"))
     if not saved:
         return f" (no epoch of {run_dir} was finished, so nothing was saved)"
     import shlex
