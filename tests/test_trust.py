@@ -104,7 +104,7 @@ def test_workers_run_the_resolved_configuration(monkeypatch):
     flags spelt again (argparse drops a False)."""
     from tenfold import cli
     from tenfold.config import TrainConfig
-    from tenfold.training import launch, run
+    from tenfold.training import run
     seen = {}
     monkeypatch.setattr(run, "train", lambda *a, **k: seen.update(args=a, kwargs=k))
     resolved = TrainConfig(data="/d", epochs=3, compile=False, lr=0.5, preset="fast-tiny").to_dict()
@@ -117,7 +117,7 @@ def test_workers_run_the_resolved_configuration(monkeypatch):
     cli.cmd_train(args)
     assert seen["kwargs"]["compile"] is False and seen["kwargs"]["epochs"] == 3 and "lr" not in seen["kwargs"]
     parsed = cli.make_parser().parse_args(["train", "--devices", "2", "--no-compile", "--lr", "0.1", "--out", "x"])
-    argv = launch.worker_argv(parsed, cli.TRAIN_ACTIONS)
+    argv = cli.worker_argv(parsed)
     assert argv == ["--out", "x"]  # the settings travel resolved, not as flags
 
 
