@@ -111,7 +111,7 @@ def add_settings(parser: argparse.ArgumentParser, config_class) -> None:
         meta, flag = f.metadata, "--" + f.name.replace("_", "-")
         help_text = meta.get("help", "")
         if meta.get("show_default", True) and f.default not in (None, False):
-            help_text += f" (default {f.default})"
+            help_text += f" (default {f.default:g})" if isinstance(f.default, float) else f" (default {f.default})"
         if f.type == "bool":
             action = argparse.BooleanOptionalAction if meta.get("negatable") else "store_true"
             parser.add_argument(flag, action=action, default=None, help=help_text)

@@ -43,7 +43,12 @@ class TrainConfig:
     schedule: str = setting("constant", "learning-rate schedule", choices=("constant", "onecycle"))
     # biases learn this many times faster (their weight decay as much slower)
     bias_lr_scale: float = setting(1.0, "SGD: biases' learning rate multiplier")
-    lookahead: bool = setting(False, "average the weights every 5 steps (slow and fast weights)")
+    warmup: float = setting(0.23, "onecycle: the fraction of the steps over which the rate rises (airbench's "
+                            "triangle: from 0.2 x --lr to --lr, then down to 0.07 x)")
+    lookahead: bool = setting(False, "average the weights every few steps (slow and fast weights)")
+    lookahead_every: int = setting(5, "with --lookahead: steps between averages")
+    # the slow weights' decay at the end (it grows with the cube of the progress from 0)
+    lookahead_decay: float = setting(0.95 ** 5, "with --lookahead: the slow weights' final decay")
     # random: each image a coin; alternating: flip pattern A, then not-A
     flip: str = setting("random", "with --augment: how images are mirrored", choices=("random", "alternating"))
     translate: int = setting(4, "with --augment: shift by up to this many pixels")
@@ -79,6 +84,9 @@ class TrainConfig:
             (0.0 <= self.label_smoothing < 1.0, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
             (self.schedule in ("constant", "onecycle"), f"--schedule must be constant or onecycle, got {self.schedule}"),
             (self.bias_lr_scale > 0, f"--bias-lr-scale must be positive, got {self.bias_lr_scale}"),
+            (0.0 < self.warmup < 1.0, f"--warmup must be in (0, 1), got {self.warmup}"),
+            (self.lookahead_every >= 1, f"--lookahead-every must be at least 1, got {self.lookahead_every}"),
+            (0.0 <= self.lookahead_decay < 1.0, f"--lookahead-decay must be in [0, 1), got {self.lookahead_decay}"),
             (self.flip in ("random", "alternating"), f"--flip must be random or alternating, got {self.flip}"),
             (0 <= self.translate <= 16, f"--translate must be between 0 and 16 pixels, got {self.translate}"),
             (self.precision in PRECISIONS, f"--precision must be {', '.join(PRECISIONS)}, got {self.precision}"),

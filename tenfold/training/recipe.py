@@ -21,8 +21,8 @@ def onecycle(step: int, total: int, warmup: float = 0.23, final: float = 0.07, s
 class LRSchedule(Callback):
     """Sets each parameter group's learning rate to its initial_lr x onecycle(step) before every step."""
 
-    def __init__(self, optimizer, total_steps: int, start_step: int = 0):
-        self.optimizer, self.total, self.step = optimizer, total_steps, start_step
+    def __init__(self, optimizer, total_steps: int, start_step: int = 0, warmup: float = 0.23):
+        self.optimizer, self.total, self.step, self.warmup = optimizer, total_steps, start_step, warmup
         self.apply()
 
     def on_batch_end(self, batch, logs):
@@ -31,7 +31,7 @@ class LRSchedule(Callback):
 
     def apply(self) -> None:
         for g in self.optimizer.param_groups:
-            g["lr"] = g["initial_lr"] * onecycle(min(self.step, self.total), self.total)
+            g["lr"] = g["initial_lr"] * onecycle(min(self.step, self.total), self.total, self.warmup)
 
 
 class Lookahead(Callback):

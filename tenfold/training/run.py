@@ -293,10 +293,10 @@ def recipe_callbacks(run: Run, steps_per_epoch: int, start: int) -> tuple[list, 
     config, recipe = run.config, []
     total_steps = run.meta.get("schedule_epochs", config.epochs) * steps_per_epoch
     if config.schedule == "onecycle":
-        recipe.append(LRSchedule(run.optimizer, total_steps, start * steps_per_epoch))
+        recipe.append(LRSchedule(run.optimizer, total_steps, start * steps_per_epoch, config.warmup))
     states = {}  # name -> what the checkpoint keeps of it (state_dict / load_state_dict)
     if config.lookahead:
-        states["lookahead"] = Lookahead(run.model, total_steps)
+        states["lookahead"] = Lookahead(run.model, total_steps, config.lookahead_every, config.lookahead_decay)
         recipe.append(states["lookahead"])
     return recipe, states
 
