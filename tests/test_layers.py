@@ -74,3 +74,14 @@ def test_every_environment_variable_is_listed_in_one_module():
                  for m in re.findall(r"\bTENFOLD_[A-Z0-9_]+\b", p.read_text())}
     assert mentioned - not_variables <= listed, sorted(mentioned - not_variables - listed)
     assert listed <= mentioned | {envvars.DEBUG}
+
+
+def test_every_train_setting_is_in_readmes_flag_table():
+    """Flags, help and defaults come from TrainConfig; README's table is for people, and must not miss one."""
+    import dataclasses
+
+    from tenfold.config import TrainConfig
+    readme = (REPO / "README.md").read_text()
+    missing = [f.name for f in dataclasses.fields(TrainConfig)
+               if f"| `--{f.name.replace('_', '-')}" not in readme]
+    assert missing == []
