@@ -270,7 +270,7 @@ def unfetched(root: Path) -> list[str]:
         marker = project / ".tenfold-fetched"
         since = marker.stat().st_mtime if marker.exists() else 0.0
         for name in RESULTS:
-            for folder, _, files in os.walk(project / name) if project == work or name in os.listdir(project) else []:
+            for folder, _, files in os.walk(project / name):  # nothing when there is no such folder
                 found += [os.path.relpath(os.path.join(folder, f), work) for f in files
                           if os.path.getmtime(os.path.join(folder, f)) > since]
     return sorted(found)

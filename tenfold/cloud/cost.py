@@ -16,6 +16,7 @@ from pathlib import Path
 from tenfold import envvars
 from tenfold.cloud import aws
 from tenfold.cloud.catalog import catalog
+from tenfold.cloud.guardrails import launch_time
 from tenfold.fileio import tenfold_home
 
 GP3_USD_PER_GB_MONTH = 0.08
@@ -97,20 +98,23 @@ def spot_cost(prices: list[tuple[datetime.datetime, float]], start: datetime.dat
     return total
 
 
+def state_change_time(inst: dict) -> datetime.datetime | None:
+    """When AWS says the instance last stopped or terminated (in StateTransitionReason), if it says."""
+    match = re.search(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (GMT|UTC)\)", inst.get("StateTransitionReason", ""))
+    return datetime.datetime.fromisoformat(match[1]).replace(tzinfo=datetime.timezone.utc) if match else None
+
+
 def missed(events: list[dict], inst: dict) -> list[tuple[str, datetime.datetime]]:
     """What happened to an instance without tenfold, as (event, time): a stop or termination (a spot
     interruption, --max-hours, the console) at the time AWS gives in StateTransitionReason, and a start by AWS
     itself (a persistent spot request restarting it) at its LaunchTime, which AWS resets at every start."""
     last, state = events[-1], inst["State"]["Name"]
     if last["event"] in ("launch", "start") and state in ("stopped", "terminated"):
-        match = re.search(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (GMT|UTC)\)", inst.get("StateTransitionReason", ""))
-        if match:  # none given: the interval runs on to now, which overstates rather than hides a cost
-            when = datetime.datetime.fromisoformat(match[1]).replace(tzinfo=datetime.timezone.utc)
+        when = state_change_time(inst)
+        if when:  # none given: the interval runs on to now, which overstates rather than hides a cost
             return [("stop" if state == "stopped" else "terminate", when)]
     if last["event"] == "stop" and state in ("pending", "running"):
-        launched = inst["LaunchTime"]
-        if isinstance(launched, str):
-            launched = datetime.datetime.fromisoformat(launched.replace("Z", "+00:00"))
+        launched = launch_time(inst)
         if launched > last["time"]:
             return [("start", launched)]
     return []

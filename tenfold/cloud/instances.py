@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import re
 import sys
 
 from tenfold.cloud import aws, cost, jobs
@@ -282,8 +281,8 @@ def check_reachable(name: str, region: str | None, profile: str | None) -> None:
         raise aws.CloudError(f"tenfold-{name} is stopped: AWS stopped it for capacity (a spot interruption); "
                              f"`tenfold cloud run {name} --resume` waits for AWS to start it again and follows the job")
     if state in ("stopped", "stopping"):
-        when = re.search(r"\((\d{4}-\d\d-\d\d \d\d:\d\d):\d\d (GMT|UTC)\)", inst.get("StateTransitionReason", ""))
-        since = f" since {when[1]} UTC" if when else ""
+        when = cost.state_change_time(inst)
+        since = f" since {when:%Y-%m-%d %H:%M} UTC" if when else ""
         raise aws.CloudError(f"tenfold-{name} is stopped{since} (its idle stop, --max-hours, or a stop): "
                              f"`tenfold cloud start {name}`; its files and the last job's log are kept")
     if state != "running" or not inst.get("PublicIpAddress"):

@@ -37,6 +37,7 @@ PATH_FLAGS = ("--data", "--weights")  # a command's local paths: uploaded once, 
 # other folder holding a pyvenv.cfg or conda-meta/ is found by looking), Node modules.
 NEVER_SYNC = [".git/", "__pycache__/", "*.pyc", ".ipynb_checkpoints/", ".pytest_cache/", ".mypy_cache/",
               ".ruff_cache/", ".tox/", ".nox/", ".venv/", "venv/", "node_modules/", ".DS_Store"]
+SKIPPED_DIRS = {p.rstrip("/") for p in NEVER_SYNC if p.endswith("/")}  # not even walked into
 PROGRESS = re.compile(r"^\s*([\d,]+)\s+(\d+)%\s+(\S+/s)")  # rsync --info=progress2: bytes, percent, speed
 
 
@@ -48,9 +49,9 @@ def ssh_for_rsync() -> str:
     return " ".join(shlex.quote(a) for a in ssh_command("")[:-1])  # ssh -F config -o ... (no host)
 
 
-def rsync(src: str, dest: str, *extra: str, label: str | None = None) -> dict:
-    """rsync -a (compressed, resumable); with `label`, a live progress line on stderr. Returns rsync's --stats
-    figures: files (regular files), bytes (their total size), sent (bytes of them transferred)."""
+def rsync(src: str, dest: str, *extra: str, label: str | None = None) -> None:
+    """rsync -a (compressed, resumable); with `label`, a live progress line on stderr, then the total size and
+    what of it was sent (rsync's --stats), and the newer files --update kept."""
     cmd = ["rsync", "-az", "--partial", "-e", ssh_for_rsync(), *extra, src, dest]
     if label and rsync_progress():  # the whole transfer's progress, its total known up front; skipped files
         cmd[2:2] = ["--info=progress2,skip1", "--no-inc-recursive", "--stats"]
@@ -74,8 +75,8 @@ def rsync(src: str, dest: str, *extra: str, label: str | None = None) -> dict:
         lines = err.strip().splitlines()
         raise CloudError(f"rsync to/from the instance failed: {lines[0] if lines else proc.returncode}")
     stats = {key: int(m[1].replace(",", "")) for key, pattern in (
-        ("files", r"Number of regular files transferred: ([\d,]+)"), ("bytes", r"Total file size: ([\d,]+)"),
-        ("sent", r"Total transferred file size: ([\d,]+)")) for m in [re.search(pattern, "\n".join(out))] if m}
+        ("bytes", r"Total file size: ([\d,]+)"), ("sent", r"Total transferred file size: ([\d,]+)"))
+        for m in [re.search(pattern, "\n".join(out))] if m}
     if kept:
         sys.stderr.write(f"\r  {label or 'rsync'}: kept {len(kept)} newer file(s) at the destination, not replaced "
                          f"by older ones: {', '.join(kept[:3])}{' ...' if len(kept) > 3 else ''}\n")
@@ -84,7 +85,6 @@ def rsync(src: str, dest: str, *extra: str, label: str | None = None) -> dict:
                          f"{' ' * 20}\n")
     elif label:
         sys.stderr.write(f"  {label}: done\n")
-    return stats
 
 
 @functools.lru_cache(maxsize=1)
@@ -127,17 +127,22 @@ def local_paths(command: list[str]) -> list[tuple[int, bool, Path]]:
     return found
 
 
+def path_id(path: Path) -> str:
+    """8 hex digits from a local path: its copies on the host apart from those of any other path."""
+    return hashlib.blake2b(str(path).encode(), digest_size=4).hexdigest()
+
+
 def remote_work(workdir: Path) -> str:
-    """The project's copy on the host, relative to REMOTE: work/NAME-ID (ID from the local path), so two projects
-    never mix their files or results."""
+    """The project's copy on the host, relative to REMOTE: work/NAME-ID, so two projects never mix their files
+    or results."""
     name = re.sub(r"[^A-Za-z0-9._-]", "_", workdir.name)[:40] or "project"
-    return f"work/{name}-{hashlib.blake2b(str(workdir).encode(), digest_size=4).hexdigest()}"
+    return f"work/{name}-{path_id(workdir)}"
 
 
 def remote_data(local: Path) -> str:
-    """Where a local data path lives on the host, relative to REMOTE: data/ID/NAME, ID from the local path, so
-    two folders with one name never mix and each is an exact mirror of its own."""
-    return f"data/{hashlib.blake2b(str(local).encode(), digest_size=4).hexdigest()}/{local.name}"
+    """Where a local data path lives on the host, relative to REMOTE: data/ID/NAME, so two folders with one name
+    never mix and each is an exact mirror of its own."""
+    return f"data/{path_id(local)}/{local.name}"
 
 
 def sync_data(host: str, command: list[str]) -> list[str]:
@@ -173,7 +178,7 @@ def project_excludes(workdir: Path, command: list[str]) -> tuple[list[str], list
                 skipped.append(f"{rel}/ (a Python environment)")
             dirs.clear()
             continue
-        dirs[:] = [d for d in dirs if d not in {p.rstrip("/") for p in NEVER_SYNC}]
+        dirs[:] = [d for d in dirs if d not in SKIPPED_DIRS]
     return patterns, skipped
 
 
@@ -359,20 +364,16 @@ def follow(host: str, stream=None, name: str | None = None) -> int:
 def fetch(host: str, workdir: Path) -> list[str]:
     """Copy the job's results (run directories) back into the local working directory; the host notes when
     (its own clock), so `down` knows what was written there since."""
-    root, got, there = remote_root(), [], remote_work(workdir)
-    stamp = synced_stamp(host)
-    for name in RESULTS:
-        if ssh(host, f"test -d {root}/{there}/{name}", check=False).returncode == 0:
-            rsync(f"{host}:{root}/{there}/{name}/", f"{workdir / name}/", "--update",  # a newer local file stays
-                  label=f"{name}/ back")
-            got.append(name)
-    mark_synced(host, f"{root}/{there}", stamp)
+    project = f"{remote_root()}/{remote_work(workdir)}"
+    # one look: the host's clock before the transfer (seconds), then which result folders it has
+    lines = ssh(host, "date +%s; " + "; ".join(f"test -d {project}/{n} && echo {n}" for n in RESULTS) + "; true"
+                ).stdout.split()
+    stamp, got = (lines[0] if lines else ""), lines[1:]
+    for name in got:
+        rsync(f"{host}:{project}/{name}/", f"{workdir / name}/", "--update",  # a newer local file stays
+              label=f"{name}/ back")
+    mark_synced(host, project, stamp)
     return got
-
-
-def synced_stamp(host: str) -> str:
-    """The host's clock now (seconds), taken before a transfer starts."""
-    return ssh(host, "date +%s").stdout.strip()
 
 
 def mark_synced(host: str, project: str, stamp: str) -> None:
