@@ -97,28 +97,22 @@ def run_path(run) -> Path:
     return run.run_dir if isinstance(run, TrainResult) else Path(run)
 
 
-def train(data: str = "cifar10", *, preset: str | None = None, out: str | None = None, resume=None,
+def train(data: str | None = None, *, preset: str | None = None, out: str | None = None, resume=None,
           report: bool = False, tensorboard: bool = False, quiet: bool = False, callbacks: list | None = None,
           **settings) -> TrainResult:
-    """Train like `tenfold train`: `settings` are its flags with underscores (epochs=5, batch_size=512, ...).
-    `resume` continues a run (a TrainResult or its directory); only `epochs`, `device`, `precision` and `compile`
-    may change then."""
-    from tenfold.config import RESUME_SETTINGS, TrainConfig
-    from tenfold.presets import preset_config
+    """Train like `tenfold train`: `data` is its --data (default 'cifar10'), `settings` are its other flags with
+    underscores (epochs=5, batch_size=512, ...). `resume` continues a run (a TrainResult or its directory), which
+    keeps its settings: only epochs, device, precision, compile and threads may change (ConfigError names any other
+    that differs, as `tenfold train --resume` does; see tenfold.presets.resolve_config)."""
+    from tenfold.config import TrainConfig
     from tenfold.training.run import train as run_train
 
     known = {f.name for f in fields(TrainConfig)} - {"data", "preset"}
     unknown = sorted(set(settings) - known)
     if unknown:
         raise ConfigError(f"train() got unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    common = dict(quiet=quiet, callbacks=callbacks, tensorboard=tensorboard)
-    if resume is not None:
-        if set(settings) - set(RESUME_SETTINGS) or preset or out:
-            raise ConfigError("a resumed run keeps its settings: only "
-                              f"{', '.join(k + '=' for k in RESUME_SETTINGS)} may be given")
-        history = run_train(resume=run_path(resume), **common, **settings)
-    else:
-        history = run_train(preset_config(preset), out=out, data=data, **common, **settings)
+    history = run_train(out=out, resume=None if resume is None else run_path(resume), quiet=quiet,
+                        callbacks=callbacks, tensorboard=tensorboard, preset=preset, data=data, **settings)
     if report:
         from tenfold.report.make import report_run
         report_run(history, quiet)

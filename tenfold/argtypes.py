@@ -119,3 +119,25 @@ def add_settings(parser: argparse.ArgumentParser, config_class) -> None:
         choices = meta.get("choices")
         kind = int if choices and isinstance(choices[0], int) else types[f.type]
         parser.add_argument(flag, type=kind, choices=choices, metavar=meta.get("metavar"), help=help_text)
+
+
+# The flags of `tenfold train` that are not settings (the settings reach workers resolved, as JSON): what a
+# worker of `--devices` is started with, besides them.
+RUN_FLAGS = {"out": "--out", "resume": "--resume", "quiet": "--quiet", "report": "--report",
+             "tensorboard": "--tensorboard"}
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """Every flag of `tenfold train`: TrainConfig's settings, then the run's own flags. The one parser of a train
+    command, for the command line and for a cloud job's command (which names its run as tenfold train would)."""
+    from tenfold.config import TrainConfig
+    add_settings(p, TrainConfig)  # every setting's flag, help and default from TrainConfig's fields
+    p.add_argument("--out", help="run directory (default runs/MODEL-DATE-TIME)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run after its last finished epoch")
+    p.add_argument("--quiet", action="store_true", help="no epoch lines or progress bar")
+    p.add_argument("--devices", help="workers: N, or auto (every GPU); with --device cpu, N CPU workers (gloo)")
+    p.add_argument("--max-restarts", type=int, help="with --devices: restart the workers from the last "
+                                                     "checkpoint up to this many times if one fails (default 0)")
+    p.add_argument("--report", action="store_true", help="write the figures and report.html at the end")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log TensorBoard scalars to RUN_DIR/tensorboard (needs tenfold[tensorboard])")

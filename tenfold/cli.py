@@ -11,31 +11,17 @@ import traceback
 
 from tenfold import envvars
 from tenfold.version import __version__
-from tenfold.argtypes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, Parser, add_settings, positive_int
+from tenfold.argtypes import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, RUN_FLAGS, Parser, add_train_arguments,
+                              positive_int)
 from tenfold.cloud import cli as cloud_cli
 from tenfold.config import RESUME_SETTINGS, TrainConfig
 from tenfold.errors import TenfoldError, Terminated
 
 
-# The flags of `tenfold train` that are not settings (the settings reach workers resolved, as JSON): what a
-# worker of `--devices` is started with, besides them.
-RUN_FLAGS = {"out": "--out", "resume": "--resume", "quiet": "--quiet", "report": "--report",
-             "tensorboard": "--tensorboard"}
-
-
 def add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model (default: the seed's LeNet-5 on CIFAR-10)",
                        description="Train a model. Every epoch is checkpointed into the run directory.")
-    add_settings(p, TrainConfig)  # every setting's flag, help and default from TrainConfig's fields
-    p.add_argument("--out", help="run directory (default runs/MODEL-DATE-TIME)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run after its last finished epoch")
-    p.add_argument("--quiet", action="store_true", help="no epoch lines or progress bar")
-    p.add_argument("--devices", help="workers: N, or auto (every GPU); with --device cpu, N CPU workers (gloo)")
-    p.add_argument("--max-restarts", type=int, help="with --devices: restart the workers from the last "
-                                                     "checkpoint up to this many times if one fails (default 0)")
-    p.add_argument("--report", action="store_true", help="write the figures and report.html at the end")
-    p.add_argument("--tensorboard", action="store_true",
-                   help="also log TensorBoard scalars to RUN_DIR/tensorboard (needs tenfold[tensorboard])")
+    add_train_arguments(p)
 
 
 def worker_argv(args) -> list[str]:
@@ -49,38 +35,20 @@ def worker_argv(args) -> list[str]:
 
 
 def cmd_train(args) -> int:
-
-
     for flag in ("resume", "out", "data", "model"):
         if getattr(args, flag, None) == "":
             raise TenfoldError(f"--{flag} needs a value, got an empty one")
-    flags = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if getattr(args, k, None) is not None}
+    if restarted_worker(args):  # the launcher restarted us after a failure: continue from the checkpoint
+        args.resume, args.out = args.out, None
+    flags = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__}
     resolved = os.environ.get(WORKER_CONFIG) if "RANK" in os.environ else None
     if resolved:  # a launched worker: the launcher's resolved configuration, exactly, not a re-spelling of flags
-        flags = {k: v for k, v in TrainConfig.from_dict(json.loads(resolved)).to_dict().items()
-                 if k in RESUME_SETTINGS or not args.resume}
+        flags = {k: v for k, v in json.loads(resolved).items() if k in RESUME_SETTINGS or not args.resume}
     if (args.devices is not None or args.max_restarts is not None) and "RANK" not in os.environ:
         if launch_workers(args, flags):  # the launcher's side; its workers run this command without these flags
             return 0
     from tenfold.training.run import train
-    restarted = restarted_worker(args)
-    if restarted:  # the launcher restarted us after a failure: continue from the checkpoint (same flags, no warning)
-        args.resume, args.out = args.out, None
-    if args.resume:
-        ignored = sorted(set(flags) - set(RESUME_SETTINGS))
-        if (ignored or args.out) and not restarted and not resolved and os.environ.get("RANK", "0") == "0":
-            print(f"warning: --resume keeps the run's settings; ignoring "
-                  f"{', '.join('--' + f.replace('_', '-') for f in ignored + (['out'] if args.out else []))}",
-                  file=sys.stderr)
-        history = train(resume=args.resume, quiet=args.quiet, tensorboard=args.tensorboard,
-                        **resume_flags(flags))
-    elif resolved:
-        history = train(TrainConfig.from_dict(json.loads(resolved)), out=args.out, quiet=args.quiet,
-                        tensorboard=args.tensorboard)
-    else:
-        from tenfold.presets import preset_config
-        history = train(preset_config(args.preset), out=args.out, quiet=args.quiet, tensorboard=args.tensorboard,
-                        **{k: v for k, v in flags.items() if k != "preset"})
+    history = train(out=args.out, resume=args.resume, quiet=args.quiet, tensorboard=args.tensorboard, **flags)
     if args.report:
         from tenfold.report.make import report_run
         report_run(history, args.quiet)
@@ -88,10 +56,6 @@ def cmd_train(args) -> int:
 
 
 WORKER_CONFIG = envvars.WORKER_CONFIG  # the launcher's resolved TrainConfig, as JSON, for its workers
-
-
-def resume_flags(flags: dict) -> dict:
-    return {k: v for k, v in flags.items() if k in RESUME_SETTINGS}
 
 
 def restarted_worker(args) -> bool:
@@ -110,13 +74,9 @@ def launch_workers(args, flags: dict) -> bool:
     from tenfold.training import launch
     from tenfold.training.checkpoint import load_checkpoint
 
-    if args.resume:
-        config = TrainConfig.from_dict(load_checkpoint(args.resume)["config"]).updated(**resume_flags(flags))
-    else:
-        from tenfold.presets import preset_config
-        config = preset_config(args.preset).updated(**{k: v for k, v in flags.items() if k != "preset"})
-    config.validate()
-    return launch.start(args, config, worker_argv)
+    from tenfold.presets import resolve_config
+    saved = load_checkpoint(args.resume)["config"] if args.resume else None
+    return launch.start(args, resolve_config(flags["preset"], flags, saved), worker_argv)
 
 
 def cmd_presets(args) -> int:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tenfold.config import TrainConfig
+from pathlib import Path
+
+from tenfold.config import RESUME_SETTINGS, TrainConfig
 from tenfold.errors import ConfigError
 
 # airbench's SGD settings, per image: a learning rate of 11.5 per 1024 (1 + 1/(1 - momentum)) images, applied to the
@@ -64,3 +66,29 @@ def preset_settings(name: str) -> dict:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset '{name}'; choose one of: {', '.join(PRESETS)} (see `tenfold presets`)")
     return {**PRESETS[name].settings, "preset": name}
+
+
+def resolve_config(preset: str | None, flags: dict, resume: dict | None = None) -> TrainConfig:
+    """The settings a run trains with, validated: TrainConfig's defaults, then the preset's, then the flags given
+    (a flag whose value is None was not given). A resumed run (`resume`: the config its checkpoint saved) keeps its
+    settings: only RESUME_SETTINGS may change; ConfigError names any other flag that differs from the run's own.
+    The one place the CLI, the API, the launcher and cloud jobs turn a command into a TrainConfig."""
+    flags = {k: v for k, v in flags.items() if v is not None and k != "preset"}
+    if resume is None:
+        return preset_config(preset).updated(**flags).validate()
+    saved = TrainConfig.from_dict(resume)
+    changed = [k for k, v in flags.items() if k not in RESUME_SETTINGS and not same(k, v, getattr(saved, k))]
+    changed += ["preset"] if preset is not None and preset != saved.preset else []
+    if changed:
+        raise ConfigError("a resumed run keeps its settings: "
+                          + ", ".join(f"--{k.replace('_', '-')} (the run's: {getattr(saved, k)})" for k in changed)
+                          + f" cannot change; only {', '.join('--' + k for k in RESUME_SETTINGS)} may "
+                          "(start a new run with --out for the rest)")
+    return saved.updated(**{k: v for k, v in flags.items() if k in RESUME_SETTINGS}).validate()
+
+
+def same(name: str, given, saved) -> bool:
+    """Whether a flag given to a resume says what the run already has (data: the same folder, however named)."""
+    if name == "data" and given != saved and "cifar10" not in (given, saved):
+        return Path(given).resolve() == Path(saved).resolve()
+    return given == saved

@@ -100,5 +100,12 @@ def test_a_tenfold_train_job_gets_a_run_directory_and_a_resume_command():
                               "--report"]
     assert job_spec(["tenfold", "train", "--preset", "fast"], "x")["run_dir"] == "runs/airnet94-x"  # as train names it
     assert job_spec(["tenfold", "train", "--preset=fast", "--model", "lenet5"], "x")["run_dir"] == "runs/lenet5-x"
+    # the command is read by tenfold train's own parser: --flag=value, a user's model file, a resume
+    assert job_spec(["tenfold", "train", "--model=airnet_tiny", "--out=runs/c"], "x")["run_dir"] == "runs/c"
+    assert job_spec(["tenfold", "train", "--model", "nets/my.py:make_net"], "x")["run_dir"] == "runs/make_net-x"
+    spec = job_spec(["tenfold", "train", "--preset", "fast-tiny", "--epochs=3", "--tensorboard"], "x")
+    assert spec["resume"] == ["tenfold", "train", "--resume", "runs/airnet_tiny-x", "--epochs", "3", "--tensorboard"]
+    assert job_spec(["tenfold", "train", "--resume=runs/a"], "x")["run_dir"] == "runs/a"
+    assert job_spec(["tenfold", "train", "--epochs", "many"], "x")["run_dir"] == "runs/lenet5-x"  # train says why
     assert job_spec(["python3", "train.py"], "x") == {"command": ["python3", "train.py"], "resume": None,
                                                       "run_dir": None}

@@ -18,7 +18,6 @@ from tenfold.data.photo import PhotoPipeline, center_crop, random_resized_crop
 from tenfold.errors import ConfigError
 from tenfold.models import create_model
 from tenfold.models import pretrained
-from tenfold.presets import preset_config
 from tenfold.training.callbacks import Callback
 from tenfold.training.checkpoint import load_checkpoint
 from tenfold.training.run import train
@@ -145,9 +144,8 @@ def test_finetune_end_to_end_resumes_exactly_and_predicts(tmp_path):
     common = ["--data", data, "--preset", "finetune", "--batch-size", "8", "--threads", "2", "--quiet"]
     straight = run_cli("train", *common, "--epochs", "2", "--out", tmp_path / "a")
     assert straight.returncode == 0, straight.stderr
-    config = preset_config("finetune").updated(data=str(data), batch_size=8, threads=2, epochs=2)
     with pytest.raises(KeyboardInterrupt):  # stopped after epoch 1 of 2: the one-cycle schedule is half done
-        train(config, out=tmp_path / "b", quiet=True, callbacks=[Interrupt(1)])
+        train(preset="finetune", data=str(data), batch_size=8, threads=2, epochs=2, out=tmp_path / "b", quiet=True, callbacks=[Interrupt(1)])
     resumed = run_cli("train", "--resume", tmp_path / "b", "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")

@@ -9,8 +9,11 @@ import time
 import pytest
 import torch
 
-from helpers import REPO, cifar_archive, make_tree, run_cli
+import tenfold
+from helpers import REPO, assert_one_line_error, cifar_archive, make_tree, run_cli
 from tenfold.config import TrainConfig
+from tenfold.errors import ConfigError
+from tenfold.presets import preset_config, resolve_config
 from tenfold.training import Callback
 from tenfold.training.callbacks import epoch_line
 from tenfold.training.checkpoint import load_checkpoint
@@ -158,3 +161,40 @@ def test_resume_of_a_finished_run_says_how_to_train_longer(tree, tmp_path):
     assert result.returncode == 0 and "--epochs" in result.stderr and "Epoch" not in result.stdout
     longer = run_cli("train", "--resume", tmp_path / "r", "--epochs", 2)
     assert longer.returncode == 0 and "Epoch  2:" in longer.stdout
+
+
+def test_settings_resolve_in_one_order_defaults_preset_flags():
+    assert resolve_config(None, {}) == TrainConfig()
+    tiny = resolve_config("fast-tiny", {"epochs": 3, "lr": None, "preset": "fast-tiny"})  # None: a flag not given
+    assert tiny == preset_config("fast-tiny").updated(epochs=3) and tiny.model == "airnet_tiny" and tiny.lr > 0.002
+    assert resolve_config("fast-tiny", {"model": "lenet5"}).run_name() == "lenet5"
+    with pytest.raises(ConfigError, match="--epochs must be at least 1"):
+        resolve_config(None, {"epochs": 0})
+
+
+def test_a_resume_may_change_how_a_run_trains_not_what(tmp_path):
+    saved = resolve_config("fast-tiny", {"data": str(tmp_path), "lr": 0.5}).to_dict()
+    more = resolve_config(None, {"epochs": 20, "device": "cpu", "threads": 1, "lr": 0.5}, saved)  # lr: the same
+    assert (more.epochs, more.device, more.threads, more.lr, more.model) == (20, "cpu", 1, 0.5, "airnet_tiny")
+    again = resolve_config("fast-tiny", {"data": str(tmp_path / "." / "")}, saved)  # the same folder, respelled
+    assert again == TrainConfig.from_dict(saved)
+    for flags, named in [({"lr": 0.1}, "--lr (the run's: 0.5)"), ({"batch_size": 64}, "--batch-size"),
+                         ({"data": "cifar10"}, "--data"), ({"augment": False}, "--augment"),
+                         ({"model": "lenet5"}, "--model"), ({"preset": "fast"}, "--preset")]:
+        with pytest.raises(ConfigError, match="keeps its settings") as e:
+            resolve_config(flags.get("preset"), flags, saved)
+        assert named in str(e.value) and "--epochs" in str(e.value)
+
+
+def test_the_cli_and_the_api_refuse_a_resume_that_changes_a_setting_and_keep_the_run(tree, tmp_path):
+    run = tmp_path / "r"
+    train(data=str(tree), epochs=1, out=run, quiet=True)
+    before = (run / "checkpoint.pt").read_bytes(), (run / "history.csv").read_text()
+    assert_one_line_error(run_cli("train", "--resume", run, "--epochs", 2, "--lr", "0.1"), "--lr", "cannot change")
+    assert_one_line_error(run_cli("train", "--resume", run, "--out", tmp_path / "elsewhere"), "--out", "own directory")
+    with pytest.raises(ConfigError, match="--keep-prob"):
+        tenfold.train(resume=run, epochs=2, keep_prob=0.9, quiet=True)
+    assert ((run / "checkpoint.pt").read_bytes(), (run / "history.csv").read_text()) == before
+    same = run_cli("train", "--resume", run, "--epochs", 2, "--data", tree, "--lr", "0.002", "--quiet")
+    assert same.returncode == 0, same.stderr  # the run's own values, said again, are no change
+    assert load_checkpoint(run)["epoch"] == 2

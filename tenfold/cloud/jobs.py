@@ -11,6 +11,7 @@ directories, anything it wrote) may exist only on the host until they are fetche
 """
 from __future__ import annotations
 
+import argparse
 import base64
 import datetime
 import functools
@@ -27,7 +28,7 @@ from pathlib import Path
 from tenfold import envvars
 from tenfold.config import TrainConfig
 from tenfold.errors import CloudError, ConfigError
-from tenfold.presets import preset_config
+from tenfold.presets import resolve_config
 from tenfold.cloud.remote import ssh_command, ssh_failure
 
 DEFAULT_REMOTE = "tenfold"  # relative to the login's home directory
@@ -252,22 +253,25 @@ def is_tenfold_train(command: list[str]) -> int | None:
     return None
 
 
-def flag(command: list[str], name: str) -> str | None:
-    for i, arg in enumerate(command):
-        if arg == name and i + 1 < len(command):
-            return command[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
-def job_config(command: list[str]) -> TrainConfig:
-    """The settings a `tenfold train` command names its run by: its --preset's, with its --model on top."""
+def train_args(command: list[str], at: int) -> argparse.Namespace | None:
+    """A `tenfold train` command's flags, read by tenfold train's own parser (abbreviations, --flag=value and
+    all); None when it cannot read them: the job's own tenfold train then says why, in one line."""
+    from tenfold.argtypes import add_train_arguments
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    add_train_arguments(parser)
     try:
-        config = preset_config(flag(command, "--preset"))
-    except ConfigError:  # an unknown preset: the job's own tenfold train says so, in one line
-        config = TrainConfig()
-    return config.updated(model=flag(command, "--model"))
+        return parser.parse_known_args(command[at + 1:])[0]
+    except (argparse.ArgumentError, SystemExit):
+        return None
+
+
+def job_config(args: argparse.Namespace | None) -> TrainConfig:
+    """The settings a `tenfold train` command names its run by (tenfold.presets.resolve_config, as train does)."""
+    flags = {k: getattr(args, k, None) for k in TrainConfig.__dataclass_fields__}
+    try:
+        return resolve_config(flags["preset"], flags)
+    except ConfigError:  # an unknown preset or a bad value: the job's own tenfold train says so, in one line
+        return TrainConfig().updated(model=flags["model"])
 
 
 def job_spec(command: list[str], stamp: str) -> dict:
@@ -275,18 +279,26 @@ def job_spec(command: list[str], stamp: str) -> dict:
     at = is_tenfold_train(command)
     if at is None:
         return {"command": command, "resume": None, "run_dir": None}
-    run_dir = flag(command, "--resume")
-    if run_dir:
-        return {"command": command, "resume": command, "run_dir": run_dir}
-    run_dir = flag(command, "--out")
+    args = train_args(command, at)
+    if args is not None and args.resume:
+        return {"command": command, "resume": command, "run_dir": args.resume}
+    run_dir = args.out if args is not None else None
     if run_dir is None:  # name it now, as tenfold train would: the resume command must know where it is
-        run_dir = f"runs/{job_config(command).run_name()}-{stamp}"
+        run_dir = f"runs/{job_config(args).run_name()}-{stamp}"
         command = [*command, "--out", run_dir]
-    keep = [x for f in ("--epochs", "--device", "--devices", "--max-restarts") if flag(command, f)
-            for x in (f, flag(command, f))]  # the same workers and restarts, on the same run
-    switches = [s for s in ("--quiet", "--report", "--tensorboard") if s in command]
-    resume = [*command[:at + 1], "--resume", run_dir, *keep, *switches]
+    resume = [*command[:at + 1], "--resume", run_dir, *resume_flags(args)]
     return {"command": command, "resume": resume, "run_dir": run_dir}
+
+
+def resume_flags(args: argparse.Namespace | None) -> list[str]:
+    """What the resume of a job repeats: the same epochs, device, workers and restarts on the same run, and its
+    switches (a resumed run keeps its other settings itself)."""
+    if args is None:
+        return []
+    values = [(f, getattr(args, f[2:].replace("-", "_"))) for f in ("--epochs", "--device", "--devices",
+                                                                   "--max-restarts")]
+    switches = [s for s in ("--quiet", "--report", "--tensorboard") if getattr(args, s[2:])]
+    return [x for f, v in values if v is not None for x in (f, str(v))] + switches
 
 
 def refusal(host: str, answer: str, name: str) -> str:

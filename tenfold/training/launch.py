@@ -71,8 +71,9 @@ def start(args, config, worker_argv) -> bool:
     import torch
 
     from tenfold.training.distributed import local_batch
-    from tenfold.training.run import check_new_run_dir, default_run_dir
+    from tenfold.training.run import check_new_run_dir, check_resume_out, default_run_dir
 
+    check_resume_out(args.out, args.resume)
     if args.max_restarts is not None and args.max_restarts < 0:
         raise ConfigError(f"--max-restarts must be 0 or more, got {args.max_restarts}")
     workers = count_devices(args.devices or "1", config.device)

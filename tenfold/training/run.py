@@ -15,6 +15,7 @@ from tenfold.data import DeviceLoader, Splits, open_dataset
 from tenfold.data.dataset import is_cifar10
 from tenfold.data.loader import channel_stats
 from tenfold.errors import CheckpointError, ConfigError, TenfoldError
+from tenfold.presets import resolve_config
 from tenfold.fileio import STALE_TEMP, run_lock
 from tenfold.data.photo import PhotoPipeline
 from tenfold.models import create_model, pretrained_cfg
@@ -213,16 +214,16 @@ def restore(run: Run, ckpt: dict) -> None:
     set_rng_state(ckpt["rng"], run.device, run.generator)
 
 
-def open_run(config: TrainConfig | None, out, resume, quiet: bool, overrides: dict, place: Place | None,
-             stack: contextlib.ExitStack):
+def open_run(flags: dict, out, resume, quiet: bool, place: Place | None, stack: contextlib.ExitStack):
     """A new run, or a resumed one: (run, run directory, epochs done, history rows, checkpoint or None). The run
     directory is locked (on `stack`) before anything is read from it or decided about it."""
     main = place is None or place.main
     if resume is not None:
+        check_resume_out(out, resume)
         if main:
             stack.enter_context(run_lock(Path(resume)) if Path(resume).is_dir() else contextlib.nullcontext())
         ckpt = load_checkpoint(resume)
-        config = TrainConfig.from_dict(ckpt["config"]).updated(**overrides).validate()
+        config = resolve_config(flags.get("preset"), flags, ckpt["config"])
         config = config.updated(model=model_spec(ckpt, resume), data=data_spec(ckpt))  # wherever we resume from
         run = build(config, quiet, stats=(ckpt["mean"], ckpt["std"]), place=place,
                     recorded=ckpt.get("environment", {}).get("fast_path"))
@@ -230,7 +231,7 @@ def open_run(config: TrainConfig | None, out, resume, quiet: bool, overrides: di
         run.meta["schedule_epochs"] = int(ckpt.get("schedule_epochs", ckpt["config"]["epochs"]))
         run.meta.update({k: ckpt[k] for k in ("model_file",) if k in ckpt})
         return run, Path(resume), int(ckpt["epoch"]), ckpt["history"], ckpt
-    config = (config or TrainConfig()).updated(**overrides).validate()
+    config = resolve_config(flags.get("preset"), flags)
     if not is_cifar10(config.data) and Path(config.data).exists():  # the run finds its data from anywhere
         config = config.updated(data=str(Path(config.data).resolve()))
     run_dir = Path(out) if out else default_run_dir(config)
@@ -241,6 +242,12 @@ def open_run(config: TrainConfig | None, out, resume, quiet: bool, overrides: di
     if main and is_user_model(config.model):  # the run keeps the code it was trained with
         run.meta["model_file"] = keep_model_file(config.model, run_dir)
     return run, run_dir, 0, [], None
+
+
+def check_resume_out(out, resume) -> None:
+    """A resumed run stays where it is: ConfigError for an --out that names another directory."""
+    if resume is not None and out is not None and Path(out).resolve() != Path(resume).resolve():
+        raise ConfigError(f"--out with --resume: a resumed run stays in its own directory ({resume})")
 
 
 RUN_FILES = {CHECKPOINT, "config.json", "history.csv", ".lock", "model"}
@@ -301,11 +308,13 @@ def recipe_callbacks(run: Run, steps_per_epoch: int, start: int) -> tuple[list, 
     return recipe, states
 
 
-def train(config: TrainConfig | None = None, out: str | Path | None = None, resume: str | Path | None = None,
-          quiet: bool = False, progress: bool | None = None, callbacks: list | None = None,
-          tensorboard: bool = False, **overrides) -> History:
+def train(out: str | Path | None = None, resume: str | Path | None = None, quiet: bool = False,
+          progress: bool | None = None, callbacks: list | None = None, tensorboard: bool = False,
+          **flags) -> History:
     """Train (or resume) a run; returns its History (with run_dir, device, data and main set, for a report:
-    tenfold.report.make.report_run). Each epoch lands atomically in the run directory. `callbacks`
+    tenfold.report.make.report_run). `flags` are TrainConfig's settings as given (preset=... among them; None: not
+    given), resolved by tenfold.presets.resolve_config: a resume may change only RESUME_SETTINGS (ConfigError
+    otherwise). Each epoch lands atomically in the run directory. `callbacks`
     (Keras-style) see every epoch after it is saved. `tensorboard`: scalars in RUN/tensorboard. Started by a
     launcher (RANK and WORLD_SIZE set), it is one of several workers: only rank 0 prints and writes."""
     if tensorboard:
@@ -316,7 +325,7 @@ def train(config: TrainConfig | None = None, out: str | Path | None = None, resu
     quiet = quiet or not main
     finished, stack = False, contextlib.ExitStack()
     try:
-        run, run_dir, start, rows, ckpt = open_run(config, out, resume, quiet, overrides, place, stack)
+        run, run_dir, start, rows, ckpt = open_run(flags, out, resume, quiet, place, stack)
         ACTIVE.update(run_dir=run_dir, saved=start > 0)
         fitting = prepare(run, run_dir, start, place, quiet)
         recipe, states = recipe_callbacks(run, len(fitting.train), start)
