@@ -10,11 +10,32 @@ RESUME_SETTINGS = ("epochs", "device", "precision", "compile", "threads")  # wha
 
 
 def setting(default, help: str, choices: tuple | None = None, metavar: str | None = None, negatable: bool = False,
-            show_default: bool = True):
+            show_default: bool = True, within: str | None = None):
     """A TrainConfig field with what its `tenfold train --flag` says: the help (the default is added from the
-    field itself), its choices, whether it has a --no- form. The one place a setting is written down."""
+    field itself), its choices, whether it has a --no- form, and the interval its values must lie `within`, in
+    interval notation ("(0, 1]", "[1, inf)"); None is allowed where the default is None. The one place a setting
+    is written down: its flag, help, checks and README row follow from it."""
     return field(default=default, metadata={"help": help, "choices": choices, "metavar": metavar,
-                                            "negatable": negatable, "show_default": show_default})
+                                            "negatable": negatable, "show_default": show_default, "within": within})
+
+
+def interval(within: str) -> tuple[float, float, bool, bool]:
+    """(low, high, low included, high included) of "[a, b)"-style interval notation."""
+    low, high = (float(x) for x in within[1:-1].split(","))
+    return low, high, within[0] == "[", within[-1] == "]"
+
+
+def out_of(value, within: str) -> str | None:
+    """Why `value` is not within the interval (for "--flag must be ..., got value"), or None if it is."""
+    low, high, has_low, has_high = interval(within)
+    inside = (low <= value if has_low else low < value) and (value <= high if has_high else value < high)
+    if inside:
+        return None
+    if high == float("inf") and value == value:  # (nan is in no interval, and says so by it)
+        return f"at least {low:g}" if has_low else "a positive number" if low == 0 else f"above {low:g}"
+    if has_low and has_high and isinstance(value, int):  # whole numbers: the bound they crossed
+        return f"at least {low:g}" if value < low else f"at most {high:g}"
+    return "a positive number" if (low, high, has_low) == (0, float("inf"), False) else f"in {within}"
 
 
 @dataclass
@@ -22,36 +43,40 @@ class TrainConfig:
     data: str = setting("cifar10", "'cifar10' (downloads the official archive; default), an image folder with "
                         "train/<class>/*, or a .tar/.tar.gz/.zip of one", show_default=False)
     model: str = setting("lenet5", "registered model name (see 'tenfold models') or path/to/net.py:factory")
-    epochs: int = setting(10, "passes over the training data")
+    epochs: int = setting(10, "passes over the training data", within="[1, inf)")
     # images per optimiser step (LeNet on 2 CPU cores: faster than 128, as accurate)
-    batch_size: int = setting(256, "images per step")
-    lr: float = setting(2e-3, "learning rate")  # the original's Adam 1e-3, scaled up with the batch
+    batch_size: int = setting(256, "images per step", within="[1, inf)")
+    lr: float = setting(2e-3, "learning rate", within="(0, inf)")  # the original's Adam 1e-3, scaled up with the batch
     optimizer: str = setting("adam", "adam, or sgd with momentum", choices=("adam", "sgd"))
-    momentum: float = setting(0.9, "SGD momentum")
-    weight_decay: float = setting(0.0, "L2 weight decay per step")
-    keep_prob: float = setting(0.5, "dropout keep probability, in (0, 1]")
+    momentum: float = setting(0.9, "SGD momentum", within="[0, 1)")
+    weight_decay: float = setting(0.0, "L2 weight decay per step", within="[0, inf)")
+    keep_prob: float = setting(0.5, "dropout keep probability, in (0, 1]", within="(0, 1]")
     augment: bool = setting(False, "random crop (4 px padding) and flip each batch")
     # the last images of each class, when there is no val/ folder
-    val_split: float = setting(0.1, "fraction of each class held out for validation")
-    image_size: int | None = setting(None, "resize images to this square size (default: their own, if uniform)")
+    val_split: float = setting(0.1, "fraction of each class held out for validation", within="[0, 1)")
+    image_size: int | None = setting(None, "resize images to this square size (default: their own, if uniform)", within="[8, 1024]")
     seed: int = setting(0, "random seed: initialisation, shuffling, dropout, augmentation")
     device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps")
     # The fast recipes' pieces (see tenfold/presets.py); the defaults leave the seed's LeNet as it was.
     preset: str | None = setting(None, "start from a preset (see 'tenfold presets'); other flags override it")
-    label_smoothing: float = setting(0.0, "label smoothing: weight moved from the true class to all, in [0, 1)")
+    label_smoothing: float = setting(0.0, "label smoothing: weight moved from the true class to all, in [0, 1)", within="[0, 1)")
     # onecycle: linear warm-up over 23 % of the steps, then linear decay
     schedule: str = setting("constant", "learning-rate schedule", choices=("constant", "onecycle"))
     # biases learn this many times faster (their weight decay as much slower)
-    bias_lr_scale: float = setting(1.0, "SGD: biases' learning rate multiplier")
+    bias_lr_scale: float = setting(1.0, "SGD: biases' learning rate multiplier", within="(0, inf)")
     warmup: float = setting(0.23, "onecycle: the fraction of the steps over which the rate rises (airbench's "
-                            "triangle: from 0.2 x --lr to --lr, then down to 0.07 x)")
+                            "triangle)", within="(0, 1)")
+    lr_start_factor: float = setting(0.2, "onecycle: the rate at the first step, as a fraction of --lr",
+                                     within="(0, 1]")
+    lr_end_factor: float = setting(0.07, "onecycle: the rate at the last step, as a fraction of --lr",
+                                   within="[0, 1]")
     lookahead: bool = setting(False, "average the weights every few steps (slow and fast weights)")
-    lookahead_every: int = setting(5, "with --lookahead: steps between averages")
+    lookahead_every: int = setting(5, "with --lookahead: steps between averages", within="[1, inf)")
     # the slow weights' decay at the end (it grows with the cube of the progress from 0)
-    lookahead_decay: float = setting(0.95 ** 5, "with --lookahead: the slow weights' final decay")
+    lookahead_decay: float = setting(0.95 ** 5, "with --lookahead: the slow weights' final decay", within="[0, 1)")
     # random: each image a coin; alternating: flip pattern A, then not-A
     flip: str = setting("random", "with --augment: how images are mirrored", choices=("random", "alternating"))
-    translate: int = setting(4, "with --augment: shift by up to this many pixels")
+    translate: int = setting(4, "with --augment: shift by up to this many pixels", within="[0, 16]")
     # autocast of the forward pass (auto: see training.device.resolve_precision; fp16 adds loss scaling)
     precision: str = setting("fp32", "arithmetic of the forward pass (the fast presets: auto = bf16 where the "
                              "hardware has it, fp16 on older GPUs)", choices=PRECISIONS)
@@ -60,7 +85,12 @@ class TrainConfig:
                             negatable=True)
     tta: int = setting(0, "test-time views: 0, 1 (+ mirror) or 2 (6 views)", choices=(0, 1, 2))
     threads: int | None = setting(None, "CPU threads (default: the cores this process may use, from its affinity "
-                                  "and cgroup quota)")
+                                  "and cgroup quota)", within="[1, 1024]")
+    # airnet models (tenfold.models.airbench): their normalisation, airbench's values
+    bn_momentum: float = setting(0.4, "airnet models: BatchNorm's running-statistics momentum (PyTorch's "
+                                 "convention: the weight of the new batch)", within="(0, 1]")
+    whiten_eps: float = setting(5e-4, "airnet models: added to the eigenvalues of the whitening layer's patch "
+                                "covariance (keeps noise directions from blowing up)", within="(0, inf)")
     # Pretrained models (efficientnet_lite0): how the backbone is fine-tuned
     weights: str | None = setting(None, "pretrained models: a local weights file (state dict or tenfold checkpoint) "
                                   "of the same architecture, instead of ImageNet's", metavar="FILE")
@@ -70,32 +100,17 @@ class TrainConfig:
                            "head (seconds)")
 
     def validate(self) -> "TrainConfig":
-        checks = [
-            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
-            (0.0 < self.keep_prob <= 1.0, f"--keep-prob must be in (0, 1], got {self.keep_prob}"),
-            (0 < self.lr < float("inf"), f"--lr must be a positive number, got {self.lr}"),
-            (self.optimizer in ("adam", "sgd"), f"--optimizer must be adam or sgd, got {self.optimizer}"),
-            (0.0 <= self.momentum < 1.0, f"--momentum must be in [0, 1), got {self.momentum}"),
-            (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
-            (0.0 <= self.val_split < 1.0, f"--val-split must be in [0, 1), got {self.val_split}"),
-            (self.image_size is None or 8 <= self.image_size <= 1024,
-             f"--image-size must be between 8 and 1024, got {self.image_size}"),
-            (0.0 <= self.label_smoothing < 1.0, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (self.schedule in ("constant", "onecycle"), f"--schedule must be constant or onecycle, got {self.schedule}"),
-            (self.bias_lr_scale > 0, f"--bias-lr-scale must be positive, got {self.bias_lr_scale}"),
-            (0.0 < self.warmup < 1.0, f"--warmup must be in (0, 1), got {self.warmup}"),
-            (self.lookahead_every >= 1, f"--lookahead-every must be at least 1, got {self.lookahead_every}"),
-            (0.0 <= self.lookahead_decay < 1.0, f"--lookahead-decay must be in [0, 1), got {self.lookahead_decay}"),
-            (self.flip in ("random", "alternating"), f"--flip must be random or alternating, got {self.flip}"),
-            (0 <= self.translate <= 16, f"--translate must be between 0 and 16 pixels, got {self.translate}"),
-            (self.precision in PRECISIONS, f"--precision must be {', '.join(PRECISIONS)}, got {self.precision}"),
-            (self.tta in (0, 1, 2), f"--tta must be 0, 1 or 2, got {self.tta}"),
-            (self.threads is None or 1 <= self.threads <= 1024, f"--threads must be at least 1, got {self.threads}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        """Each setting against its field's choices and interval: ConfigError naming the first flag out of them."""
+        for f in fields(self):
+            value, meta, flag = getattr(self, f.name), f.metadata, "--" + f.name.replace("_", "-")
+            if value is None and f.default is None:
+                continue
+            choices = meta.get("choices")
+            if choices and value not in choices:
+                raise ConfigError(f"{flag} must be {', '.join(map(str, choices[:-1]))} or {choices[-1]}, got {value}")
+            wrong = meta.get("within") and (not isinstance(value, (int, float)) or out_of(value, meta["within"]))
+            if wrong:
+                raise ConfigError(f"{flag} must be {wrong if isinstance(wrong, str) else 'a number'}, got {value}")
         return self
 
     def to_dict(self) -> dict:

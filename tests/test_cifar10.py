@@ -51,6 +51,35 @@ def test_download_verify_extract_parse_and_cache(official, tenfold_home):
     assert official.requests == ["/cifar-10-python.tar.gz"]
 
 
+@pytest.mark.parametrize("damage", [lambda b: b[:100], lambda b: b"", lambda b: b"PK\x03\x04" + b"\0" * 64])
+def test_a_damaged_cache_is_rebuilt_with_a_warning_for_both_kinds_of_data(official, tenfold_home, tmp_path, capsys,
+                                                                           damage):
+    """One cache policy: CIFAR-10's arrays and an image folder's, damaged any way, are removed and rebuilt."""
+    from helpers import make_tree
+    tree = make_tree(tmp_path / "d", n=4)
+    first = open_dataset("cifar10"), open_dataset(str(tree))
+    caches = [*(tenfold_home / "cifar10").glob("*.npz"), *(tenfold_home / "datasets").glob("*.npz")]
+    assert len(caches) == 2
+    for cache in caches:
+        cache.write_bytes(damage(cache.read_bytes()))
+    capsys.readouterr()
+    again = open_dataset("cifar10"), open_dataset(str(tree))
+    for a, b in zip(first, again):
+        assert np.array_equal(a.train.images, b.train.images) and a.train.classes == b.train.classes
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "was damaged" in line]
+    assert len(warnings) == 2 and all(line.startswith("warning: ") for line in warnings), warnings
+    assert all(np.load(c)["total" if "datasets" in str(c) else "train_x"].size for c in caches)  # written afresh
+
+
+def test_an_unwritable_cache_costs_the_next_run_its_head_start_not_this_run(official, tenfold_home, capsys):
+    cache = tenfold_home / "cifar10" / f"cifar10-uint8-v{cifar10.CACHE_VERSION}.npz"
+    cache.mkdir(parents=True)  # a folder where the cache goes: it cannot be written (even by root)
+    splits = open_dataset("cifar10")
+    assert splits.test.images.shape == (20, 32, 32, 3)
+    assert "could not write the CIFAR-10 cache" in capsys.readouterr().err
+    assert not [p for p in cache.parent.iterdir() if p.name.endswith(".tmp")]  # nothing half-written left
+
+
 def test_validation_is_the_last_tenth_of_each_class(official):
     splits = open_dataset("cifar10")
     full, _ = cifar10.load()

@@ -14,7 +14,8 @@ from tenfold.data.loader import DeviceLoader
 from tenfold.models.airbench import Whiten
 from tenfold.training import Callback
 from tenfold.training.checkpoint import load_checkpoint
-from tenfold.training.recipe import Lookahead, onecycle, predict_tta, tta_views
+from tenfold.models import create_model
+from tenfold.training.recipe import Lookahead, LRSchedule, onecycle, predict_tta, tta_views
 from tenfold.training.run import train
 
 
@@ -66,6 +67,24 @@ def test_onecycle_warms_up_then_decays():
     assert values[0] == pytest.approx(0.2) and max(values) == pytest.approx(1.0, abs=0.01)
     assert values[100] == pytest.approx(0.07) and values.index(max(values)) in (23, 24)
     assert all(a <= b for a, b in zip(values[:23], values[1:24])) and all(a >= b for a, b in zip(values[24:], values[25:]))
+
+
+def test_the_recipe_constants_are_settings_the_model_and_schedule_obey():
+    """Whitening eps, BatchNorm momentum and the one-cycle shape come from the config (so config.json records them)."""
+    net = create_model("airnet_tiny", bn_momentum=0.1, whiten_eps=0.5)
+    assert {m.momentum for m in net.modules() if isinstance(m, nn.BatchNorm2d)} == {0.1}
+    x = correlated_images(200)
+    loose, tight = Whiten(eps=0.5), Whiten()
+    loose.init_from(x), tight.init_from(x)
+    assert loose.weight.abs().max() < tight.weight.abs().max()   # a larger eps damps the noise directions
+    weight = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [weight], "initial_lr": 1.0}], lr=1.0)
+    schedule = LRSchedule(opt, total_steps=10, shape=(0.5, 0.0, 0.4))
+    rates = [opt.param_groups[0]["lr"]]
+    for step in range(10):
+        schedule.on_batch_end(step, {})
+        rates.append(opt.param_groups[0]["lr"])
+    assert rates[0] == pytest.approx(0.4) and rates[5] == pytest.approx(1.0) and rates[10] == pytest.approx(0.0)
 
 
 def test_alternating_flip_mirrors_every_image_once_per_pair_of_epochs():

@@ -10,7 +10,6 @@ import datetime
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 from tenfold import envvars
@@ -18,6 +17,7 @@ from tenfold.cloud import aws
 from tenfold.cloud.catalog import catalog
 from tenfold.cloud.guardrails import launch_time
 from tenfold.fileio import tenfold_home
+from tenfold.log import warn
 
 GP3_USD_PER_GB_MONTH = 0.08
 IPV4_USD_PER_H = 0.005
@@ -168,7 +168,7 @@ def report(region: str | None = None, profile: str | None = None) -> dict:
     try:  # every instance that exists is costed, whether or not tenfold saw its launch
         untracked(s, aws.region_of(s))
     except aws.CloudError as e:
-        print(f"warning: the ledger alone (AWS not asked for instances missing from it: {e})", file=sys.stderr)
+        warn(f"the ledger alone (AWS not asked for instances missing from it: {e})")
     ledger = read_ledger()
     if ledger:
         reconcile(s, ledger)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import sys
 
 from tenfold.cloud import aws, cost, jobs
 from tenfold.cloud.catalog import catalog
@@ -22,6 +21,7 @@ from tenfold.cloud.ssh_config import host_entry, write_host
 from tenfold.errors import ConfigError
 from tenfold.fileio import tenfold_home
 from tenfold.polling import wait_until
+from tenfold.log import note, warn
 
 SSH_WAIT = 600   # seconds: a Deep Learning AMI takes a few minutes to boot
 RESTART_POLL = 2  # seconds between looks at an interrupted instance that AWS is to restart
@@ -37,8 +37,7 @@ def name_lock(name: str, region: str):
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"tenfold: another tenfold command is launching or removing tenfold-{name}; waiting for it",
-                  file=sys.stderr, flush=True)
+            note(f"another tenfold command is launching or removing tenfold-{name}; waiting for it")
             fcntl.flock(f, fcntl.LOCK_EX)
         yield
 
@@ -90,11 +89,11 @@ def up(name: str = "default", itype: str | None = None, spot: bool | None = None
                 wait_for_ssh(resource_name(name), wait)
                 jobs.install_agent(resource_name(name), agent_settings(instance, rails))
             elif action == "found" and changed:
-                print(f"warning: --no-wait: the changed guardrails reach the instance when tenfold next connects "
-                      f"(`tenfold cloud up {name}` again, or `tenfold cloud start {name}`)", file=sys.stderr)
+                warn(f"--no-wait: the changed guardrails reach the instance when tenfold next connects "
+                     f"(`tenfold cloud up {name}` again, or `tenfold cloud start {name}`)")
     except KeyboardInterrupt:
-        print(f"tenfold: tenfold-{name} ({instance['InstanceId']}) is {action} and bills: `tenfold cloud up {name}` "
-              f"finishes setting it up, `tenfold cloud down {name}` removes it", file=sys.stderr)
+        note(f"tenfold-{name} ({instance['InstanceId']}) is {action} and bills: `tenfold cloud up {name}` "
+             f"finishes setting it up, `tenfold cloud down {name}` removes it")
         raise
     return {"name": name, "action": action, "instance": summary(instance), "cost": hourly_cost(s, instance, region),
             "guardrails": vars(rails)}
@@ -105,8 +104,8 @@ def existing(s, name: str, region: str, found: list[dict], itype, spot, disk, am
     """The instance NAME that exists, checked against what `up` asked for; its guardrails, changed if asked."""
     instance = found[0]
     if len(found) > 1:
-        print(f"warning: {len(found)} instances are named tenfold-{name} ({', '.join(i['InstanceId'] for i in found)}"
-              f"): using {instance['InstanceId']}; `tenfold cloud down {name}` terminates them all", file=sys.stderr)
+        warn(f"{len(found)} instances are named tenfold-{name} ({', '.join(i['InstanceId'] for i in found)}"
+             f"): using {instance['InstanceId']}; `tenfold cloud down {name}` terminates them all")
     refuse_mismatch(s, instance, name, region, itype, spot, disk, ami, max_price)
     rails = Guardrails.of(instance)
     wanted = rails.merged(asked)
@@ -116,8 +115,8 @@ def existing(s, name: str, region: str, found: list[dict], itype, spot, disk, am
                               f"change them to {wanted.describe()}, add --change-guardrails")
         with aws.aws_errors(region):
             aws.client(s, "ec2", region).create_tags(Resources=[instance["InstanceId"]], Tags=wanted.tags())
-        print(f"tenfold: guardrails of tenfold-{name} changed: {rails.describe()} -> {wanted.describe()} "
-              "(--max-hours counts from the instance's start)", file=sys.stderr)
+        note(f"guardrails of tenfold-{name} changed: {rails.describe()} -> {wanted.describe()} "
+             "(--max-hours counts from the instance's start)")
     return instance, wanted
 
 
@@ -181,7 +180,7 @@ def change_state(name: str, region: str | None, profile: str | None, verb: str) 
     cost.catch_up(inst, name, region)  # a stop tenfold did not make (a spot interruption), before this start
     already = {"stop": ("stopped",), "start": ("running", "pending")}[verb]
     if inst["State"]["Name"] in already:
-        print(f"tenfold: tenfold-{name} is {inst['State']['Name']} already", file=sys.stderr)
+        note(f"tenfold-{name} is {inst['State']['Name']} already")
         return inst
     if verb == "start" and interrupted(inst):
         raise aws.CloudError(f"AWS stopped tenfold-{name} for capacity (a spot interruption): only AWS can start "
@@ -228,9 +227,9 @@ def interrupted(inst: dict) -> bool:
 
 
 def wait_for_aws_restart(s, name: str, region: str, wait: float) -> dict:
-    print(f"tenfold: AWS stopped tenfold-{name} for capacity (a spot interruption); only AWS can start it again, "
-          f"which it does when capacity returns. Waiting up to {wait:.0f} s; the job resumes by itself then "
-          "(Ctrl-C stops waiting, not the job)", file=sys.stderr)
+    note(f"AWS stopped tenfold-{name} for capacity (a spot interruption); only AWS can start it again, "
+         f"which it does when capacity returns. Waiting up to {wait:.0f} s; the job resumes by itself then "
+         "(Ctrl-C stops waiting, not the job)")
     def restarted() -> dict | None:
         inst = one(s, name, region)
         return inst if inst["State"]["Name"] == "running" and inst.get("PublicIpAddress") else None
@@ -251,7 +250,7 @@ def reach(name: str, region: str | None, profile: str | None, wait: float = SSH_
     inst = one(s, name, region)
     cost.catch_up(inst, name, region)
     if inst["State"]["Name"] in ("stopped", "stopping") and not interrupted(inst):
-        print(f"tenfold: starting tenfold-{name}", file=sys.stderr)
+        note(f"starting tenfold-{name}")
         start(name, region, profile, wait)
         return resource_name(name), True
     if inst["State"]["Name"] in ("stopped", "stopping"):
@@ -271,7 +270,7 @@ def check_reachable(name: str, region: str | None, profile: str | None) -> None:
         region = aws.region_of(s)
         found = aws.find_instances(s, name, region)
     except aws.CloudError as e:  # AWS cannot be asked (credentials expired, offline): ssh may still work
-        print(f"warning: could not ask AWS about tenfold-{name} ({e}); trying ssh", file=sys.stderr)
+        warn(f"could not ask AWS about tenfold-{name} ({e}); trying ssh")
         return
     if not found:
         raise aws.CloudError(f"no tenfold instance named '{name}' in {region} any more: see `tenfold cloud status`")
@@ -312,8 +311,7 @@ def check_fetched(s, name: str, region: str) -> None:
     try:
         files = jobs.unfetched(host)
     except aws.CloudError as e:
-        print(f"warning: could not look for results not fetched yet on {host} ({e}); terminating anyway",
-              file=sys.stderr)
+        warn(f"could not look for results not fetched yet on {host} ({e}); terminating anyway")
         return
     if files:
         more = f" and {len(files) - 1} more" if len(files) > 1 else ""

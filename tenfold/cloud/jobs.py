@@ -30,6 +30,7 @@ from tenfold.config import TrainConfig
 from tenfold.errors import CloudError, ConfigError
 from tenfold.presets import resolve_config
 from tenfold.cloud.remote import ssh_command, ssh_failure
+from tenfold.log import note
 
 DEFAULT_REMOTE = "tenfold"  # relative to the login's home directory
 RESULTS = ["runs"]          # fetched back after a job: tenfold's run directories
@@ -187,10 +188,10 @@ def upload(host: str, workdir: Path, command: list[str]) -> list[str]:
     """The project to REMOTE/work and the command's data to REMOTE/data, with sizes and progress; returns the
     command pointed at the uploaded data. Nothing on the host is deleted, nor replaced by an older file."""
     root = remote_root()
-    print(f"tenfold: uploading {workdir} to {host}", file=sys.stderr, flush=True)
+    note(f"uploading {workdir} to {host}")
     excludes, skipped = project_excludes(workdir, command)
-    print(f"  left out: what .gitignore and .tenfoldignore name, caches, virtual environments"
-          f"{': ' + ', '.join(skipped) if skipped else ''}", file=sys.stderr, flush=True)
+    note(f"  left out: what .gitignore and .tenfoldignore name, caches, virtual environments"
+         f"{': ' + ', '.join(skipped) if skipped else ''}", prefix="")
     rsync(f"{workdir}/", f"{host}:{root}/{remote_work(workdir)}/", "--update", "--filter=:- .gitignore",
           "--filter=:- .tenfoldignore", *excludes, label="the project")
     return sync_data(host, command)

@@ -10,12 +10,12 @@ import json
 import secrets
 import socket
 import subprocess
-import sys
 
 from tenfold.cloud.jobs import agent, install_agent, remote_root, ssh, write_remote
 from tenfold.cloud.remote import ssh_command
 from tenfold.errors import CloudError
 from tenfold.polling import wait_until
+from tenfold.log import note
 
 START_WAIT = 120  # seconds for Jupyter to answer on the instance (a first start builds its caches)
 
@@ -110,8 +110,8 @@ def notebook(host: str, port: int | None = None, name: str | None = None) -> int
     try:  # from the moment the tunnel is open: a signal while the URL prints must close it too
         path = {"lab": "lab", "notebook": "tree"}.get(info["app"], "")
         print(f"http://127.0.0.1:{here}/{path}?token={info['token']}", flush=True)
-        print(f"tenfold: Jupyter on {host} through an ssh tunnel; Ctrl-C closes the tunnel (the server keeps "
-              f"running; `tenfold cloud notebook {name or host} --stop` stops it)", file=sys.stderr, flush=True)
+        note(f"Jupyter on {host} through an ssh tunnel; Ctrl-C closes the tunnel (the server keeps "
+             f"running; `tenfold cloud notebook {name or host} --stop` stops it)")
         proc.wait()
     except KeyboardInterrupt:
         return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from tenfold.cloud.guardrails import Guardrails, launch_time
 from tenfold.cloud.ssh_config import forget_host_key, host_entry, remove_host
 from tenfold.errors import ConfigError
 from tenfold.fileio import atomic_open, tenfold_home
+from tenfold.log import note, warn
 
 DLAMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
 CHECKIP_URL = "https://checkip.amazonaws.com"
@@ -50,7 +50,7 @@ def caller_cidr(cidr: str | None) -> str:
     except ValueError:
         raise ConfigError(f"--cidr: '{cidr}' is not an address range like 203.0.113.7/32")
     if net.prefixlen == 0:
-        print("warning: ssh will be open to the whole internet (0.0.0.0/0), as asked", file=sys.stderr)
+        warn("ssh will be open to the whole internet (0.0.0.0/0), as asked")
     return str(net)
 
 
@@ -123,8 +123,8 @@ def create(s, name: str, region: str, itype: str, spot: bool, disk: int, cidr: s
     except KeyboardInterrupt:
         what = (f"tenfold-{name} ({launched[0]['InstanceId']}) is launched and bills" if launched else
                 f"tenfold-{name} may have been launched")
-        print(f"tenfold: {what}: `tenfold cloud status` shows it, `tenfold cloud up {name}` finishes setting it "
-              f"up, `tenfold cloud down {name}` removes it", file=sys.stderr)
+        note(f"{what}: `tenfold cloud status` shows it, `tenfold cloud up {name}` finishes setting it "
+             f"up, `tenfold cloud down {name}` removes it")
         raise
     except aws.CloudError as e:
         try:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from tenfold.fileio import atomic_open, tenfold_home
+from tenfold.log import note
 
 
 def config_path() -> Path:
@@ -82,8 +82,7 @@ def secure_key(key: Path) -> None:
         return
     if mode & 0o077:
         os.chmod(key, 0o600)
-        print(f"tenfold: {key} was readable by others (mode {mode:o}); set it back to 600, as ssh requires",
-              file=sys.stderr)
+        note(f"{key} was readable by others (mode {mode:o}); set it back to 600, as ssh requires")
 
 
 def forget_host_key(*names: str) -> None:

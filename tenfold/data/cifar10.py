@@ -1,6 +1,7 @@
 """The official CIFAR-10 python archive: download with MD5, atomic extract, defensive parse, uint8 cache."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -19,7 +20,8 @@ import numpy as np
 from tenfold import envvars
 from tenfold.data.imageset import ImageSet
 from tenfold.errors import DataError, DownloadError
-from tenfold.fileio import atomic_open, tenfold_home
+from tenfold.data.cache import cached_arrays
+from tenfold.fileio import tenfold_home
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -63,39 +65,33 @@ def load(local: str | None = None, quiet: bool = False) -> tuple[ImageSet, Image
     """
     if local is None:
         cache = cache_dir() / f"cifar10-uint8-v{CACHE_VERSION}.npz"
-        if not cache.is_file():
-            batches = ensure_extracted(quiet=quiet)
-            write_cache(cache, *parse_folder(batches))
+        source = functools.partial(official_arrays, quiet)
     else:
         path = Path(local)
         if path.is_dir():
             batches = path / FOLDER if (path / FOLDER).is_dir() else path
-            return split_arrays(*parse_folder(batches))
-        digest = file_digest(path, "sha256")
-        cache = cache_dir() / f"local-{digest[:16]}-v{CACHE_VERSION}.npz"
-        if not cache.is_file():
-            write_cache(cache, *parse_archive(path))
-    return split_arrays(*read_cache(cache))
+            return split_arrays(arrays(*parse_folder(batches)))
+        cache = cache_dir() / f"local-{file_digest(path, 'sha256')[:16]}-v{CACHE_VERSION}.npz"
+        source = functools.partial(archive_arrays, path)
+    return split_arrays(cached_arrays(cache, source, "the CIFAR-10 cache"))
 
 
-def split_arrays(train_x, train_y, test_x, test_y, classes) -> tuple[ImageSet, ImageSet]:
-    return ImageSet(train_x, train_y, classes), ImageSet(test_x, test_y, classes)
+def official_arrays(quiet: bool) -> dict[str, np.ndarray]:
+    return arrays(*parse_folder(ensure_extracted(quiet=quiet)))
 
 
-def write_cache(path: Path, train_x, train_y, test_x, test_y, classes) -> None:
-    with atomic_open(path) as f:
-        np.savez(f, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
-                 classes=np.array(classes))
+def archive_arrays(path: Path) -> dict[str, np.ndarray]:
+    return arrays(*parse_archive(path))
 
 
-def read_cache(path: Path):
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return z["train_x"], z["train_y"], z["test_x"], z["test_y"], [str(c) for c in z["classes"]]
-    except Exception as e:  # numpy/zipfile raise many kinds for a damaged file
-        path.unlink(missing_ok=True)
-        raise DataError(f"the CIFAR-10 cache {path} was damaged ({e.__class__.__name__}); "
-                        "it was removed: run again to rebuild it")
+def arrays(train_x, train_y, test_x, test_y, classes) -> dict[str, np.ndarray]:
+    """The cache's arrays: uint8 (N, 32, 32, 3) images, int64 labels, the class names."""
+    return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y, "classes": np.array(classes)}
+
+
+def split_arrays(a: dict[str, np.ndarray]) -> tuple[ImageSet, ImageSet]:
+    classes = [str(c) for c in a["classes"]]
+    return ImageSet(a["train_x"], a["train_y"], classes), ImageSet(a["test_x"], a["test_y"], classes)
 
 
 def ensure_extracted(quiet: bool = False) -> Path:

@@ -1,7 +1,6 @@
 """One entry point for every data source: `open_dataset(spec)` -> Splits of uint8 arrays."""
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 from tenfold.data import cifar10, folder
 from tenfold.data.imageset import ImageSet
 from tenfold.errors import DataError
+from tenfold.log import warn
 
 __all__ = ["ImageSet", "Splits", "open_dataset", "open_test_set", "hold_out", "relabel", "is_cifar10"]
 
@@ -49,8 +49,8 @@ def check_trainable(splits: "Splits", spec: str, fraction: float, quiet: bool) -
         found = f"only '{splits.train.classes[0]}'" if splits.train.classes else "none"
         raise DataError(f"{spec}: a classifier needs at least 2 classes (class folders); found {found}")
     if splits.val is None and fraction > 0 and not quiet:  # --val-split 0 asked for none: no news
-        print(f"warning: {spec}: no validation images (every class has a single image, so none could be held "
-              "out); validation accuracy will read n/a (add a val/ folder or more images)", file=sys.stderr)
+        warn(f"{spec}: no validation images (every class has a single image, so none could be held "
+             "out); validation accuracy will read n/a (add a val/ folder or more images)")
 
 
 def is_cifar10(spec: str) -> bool:

@@ -5,6 +5,7 @@ source's content, so a second run starts in well under a second.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import posixpath
@@ -20,15 +21,13 @@ import numpy as np
 from tenfold.data.imageset import ImageSet
 from tenfold.data.decode import Skip, decode, shown_size
 from tenfold.errors import DataError
-from tenfold.fileio import atomic_open, tenfold_home
+from tenfold.data.cache import cached_arrays
+from tenfold.fileio import tenfold_home
+from tenfold.log import warn
 
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 CACHE_VERSION = 3
 Size = tuple[int, int]  # (height, width)
-
-
-def warn(msg: str) -> None:
-    print(f"warning: {msg}", file=sys.stderr)
 
 
 def load(spec: str, size: Size | None, default_size: int = 32, quiet: bool = False,
@@ -41,22 +40,8 @@ def load(spec: str, size: Size | None, default_size: int = 32, quiet: bool = Fal
         raise DataError(f"{spec}: no such file or folder")
     key = cache_key(path, size, default_size, as_test, fit)
     cache = tenfold_home() / "datasets" / f"{key}.npz"
-    cached = None
-    if cache.is_file():
-        try:
-            cached = read_cache(cache)
-        except Exception:  # numpy/zipfile raise many kinds for a damaged file: rebuild, never trust it
-            cache.unlink(missing_ok=True)
-    if cached is None:
-        files, dirs = list_source(path)
-        layout = find_layout(files, dirs, spec, as_test)
-        cached = decode_splits(layout, size, default_size, spec, quiet, fit)
-        try:
-            write_cache(cache, *cached)
-        except OSError as e:  # a full disk costs the next run its head start, not this run
-            warn(f"could not cache the decoded images in {cache.parent} ({e.strerror or e}); the next run "
-                 "decodes them again")
-    parts, skipped, total = cached
+    build = functools.partial(decoded_arrays, path, spec, size, default_size, quiet, as_test, fit)
+    parts, skipped, total = from_arrays(cached_arrays(cache, build, "the decoded-images cache"))
     if skipped and not quiet:  # on every run, cached or not: the user should know what was left out
         warn(skipped_note(spec, skipped, total))
     return parts
@@ -427,17 +412,23 @@ def decode_splits(layout: Layout, size: Size | None, default_size: int, spec: st
 
 # --- cache -----------------------------------------------------------------------------------------------
 
-def write_cache(path: Path, parts: dict[str, ImageSet], skipped: list[str], total: int) -> None:
+def decoded_arrays(path: Path, spec: str, size: Size | None, default_size: int, quiet: bool, as_test: bool,
+                   fit: str) -> dict[str, np.ndarray]:
+    """The source decoded, as the cache's arrays: per split SPLIT_x (N, H, W, 3) uint8, SPLIT_y, SPLIT_classes;
+    `skipped` (the files left out, with why) and `total` (the image files found)."""
+    files, dirs = list_source(path)
+    layout = find_layout(files, dirs, spec, as_test)
+    parts, skipped, total = decode_splits(layout, size, default_size, spec, quiet, fit)
     arrays = {"skipped": np.array(skipped, dtype=str), "total": np.array(total)}
     for split, data in parts.items():
         arrays[f"{split}_x"], arrays[f"{split}_y"] = data.images, data.labels
         arrays[f"{split}_classes"] = np.array(data.classes)
-    with atomic_open(path) as f:
-        np.savez(f, **arrays)
+    return arrays
 
 
-def read_cache(path: Path) -> tuple[dict[str, ImageSet], list[str], int]:
-    with np.load(path, allow_pickle=False) as z:
-        splits = {k[:-2] for k in z.files if k.endswith("_x")}
-        parts = {s: ImageSet(z[f"{s}_x"], z[f"{s}_y"], [str(c) for c in z[f"{s}_classes"]]) for s in splits}
-        return parts, [str(x) for x in z["skipped"]], int(z["total"])
+def from_arrays(arrays: dict[str, np.ndarray]) -> tuple[dict[str, ImageSet], list[str], int]:
+    """(splits, skipped files, image files found) from the cache's arrays."""
+    splits = {k[:-2] for k in arrays if k.endswith("_x")}
+    parts = {s: ImageSet(arrays[f"{s}_x"], arrays[f"{s}_y"], [str(c) for c in arrays[f"{s}_classes"]])
+             for s in splits}
+    return parts, [str(x) for x in arrays["skipped"]], int(arrays["total"])

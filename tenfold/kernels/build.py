@@ -18,12 +18,12 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from tenfold import envvars
 from tenfold.fileio import tenfold_home
+from tenfold.log import warn
 
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
 FLAGS = ["-O3", "-fopenmp", "-ffp-contract=fast", "-shared", "-fPIC"]
@@ -119,8 +119,7 @@ def library_for(isa: str) -> ctypes.CDLL | None:
     except (OSError, subprocess.SubprocessError) as e:
         lines = e.stderr.decode(errors="replace").splitlines() if getattr(e, "stderr", None) else [str(e)]
         detail = next((line for line in lines if "error" in line), lines[0] if lines else str(e))
-        print(f"warning: tenfold's CPU kernels are unavailable ({detail.strip()}); using PyTorch's ops",
-              file=sys.stderr)
+        warn(f"tenfold's CPU kernels are unavailable ({detail.strip()}); using PyTorch's ops")
         return None
     i, p = ctypes.c_int, ctypes.c_void_p
     lib.conv_pool_relu_forward.argtypes = [p, p, p, p, p, i, i, i, i, i, i]

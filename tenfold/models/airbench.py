@@ -12,6 +12,8 @@ from torch import nn
 
 from tenfold.models.registry import register_model
 
+# The whitening eps and BatchNorm momentum are settings (TrainConfig.whiten_eps, bn_momentum: config.json records
+# them); these defaults are airbench's, for a model made on its own.
 WHITEN_EPS = 5e-4     # added to the patch covariance's eigenvalues: keeps noise directions from blowing up
 BN_MOMENTUM = 0.4     # PyTorch's convention (weight of the new batch): running stats settle within an epoch
 HEAD_SCALE = 1 / 9    # logits scale: with label smoothing, keeps early steps from saturating the softmax
@@ -21,9 +23,10 @@ class Whiten(nn.Conv2d):
     """2x2 patch whitening: filters are the eigenvectors of the training patches' covariance scaled by
     1/sqrt(eigenvalue), and their negations (so a following GELU keeps both signs). Weights frozen."""
 
-    def __init__(self, channels: int = 3, patch: int = 2):
+    def __init__(self, channels: int = 3, patch: int = 2, eps: float = WHITEN_EPS):
         super().__init__(channels, 2 * channels * patch * patch, patch, bias=True)
         self.weight.requires_grad_(False)
+        self.eps = eps
 
     @torch.no_grad()
     def init_from(self, images: torch.Tensor) -> None:
@@ -34,7 +37,7 @@ class Whiten(nn.Conv2d):
         patches = patches - patches.mean(0)
         cov = patches.T @ patches / len(patches)                          # (C k k, C k k)
         eigenvalues, eigenvectors = torch.linalg.eigh(cov)
-        filters = (eigenvectors.T / (eigenvalues + WHITEN_EPS).sqrt()[:, None]).reshape(-1, c, k, k)
+        filters = (eigenvectors.T / (eigenvalues + self.eps).sqrt()[:, None]).reshape(-1, c, k, k)
         self.weight.copy_(torch.cat([filters, -filters]))
         self.bias.zero_()
 
@@ -42,8 +45,8 @@ class Whiten(nn.Conv2d):
 class BatchNorm(nn.BatchNorm2d):
     """BatchNorm with its scale frozen at 1: only the shift learns (as airbench found best)."""
 
-    def __init__(self, width: int):
-        super().__init__(width, eps=1e-12, momentum=BN_MOMENTUM)
+    def __init__(self, width: int, momentum: float = BN_MOMENTUM):
+        super().__init__(width, eps=1e-12, momentum=momentum)
         self.weight.requires_grad_(False)
 
 
@@ -54,18 +57,19 @@ def conv(c_in: int, c_out: int) -> nn.Conv2d:
     return layer
 
 
-def group(c_in: int, c_out: int) -> nn.Sequential:
+def group(c_in: int, c_out: int, momentum: float) -> nn.Sequential:
     """conv -> 2x2 max-pool -> BN -> GELU -> conv -> BN -> GELU: the spatial size halves."""
-    return nn.Sequential(conv(c_in, c_out), nn.MaxPool2d(2), BatchNorm(c_out), nn.GELU(),
-                         conv(c_out, c_out), BatchNorm(c_out), nn.GELU())
+    return nn.Sequential(conv(c_in, c_out), nn.MaxPool2d(2), BatchNorm(c_out, momentum), nn.GELU(),
+                         conv(c_out, c_out), BatchNorm(c_out, momentum), nn.GELU())
 
 
 class AirNet(nn.Module):
-    def __init__(self, widths: tuple[int, int, int], num_classes: int = 10):
+    def __init__(self, widths: tuple[int, int, int], num_classes: int = 10, bn_momentum: float = BN_MOMENTUM,
+                 whiten_eps: float = WHITEN_EPS):
         super().__init__()
-        self.whiten = Whiten()
-        self.groups = nn.Sequential(group(self.whiten.out_channels, widths[0]), group(widths[0], widths[1]),
-                                    group(widths[1], widths[2]))
+        self.whiten = Whiten(eps=whiten_eps)
+        c = (self.whiten.out_channels, *widths)
+        self.groups = nn.Sequential(*(group(c[i], c[i + 1], bn_momentum) for i in range(3)))
         self.head = nn.Linear(widths[2], num_classes, bias=False)
 
     def init_from_data(self, images: torch.Tensor) -> None:
@@ -81,18 +85,21 @@ class AirNet(nn.Module):
 
 
 @register_model
-def airnet94(num_classes: int = 10) -> nn.Module:
+def airnet94(num_classes: int = 10, bn_momentum: float = BN_MOMENTUM,
+             whiten_eps: float = WHITEN_EPS) -> nn.Module:
     """airbench94-class widths, for GPUs: 94 % on CIFAR-10 in about 10 epochs."""
-    return AirNet((64, 256, 256), num_classes)
+    return AirNet((64, 256, 256), num_classes, bn_momentum, whiten_eps)
 
 
 @register_model
-def airnet_small(num_classes: int = 10) -> nn.Module:
+def airnet_small(num_classes: int = 10, bn_momentum: float = BN_MOMENTUM,
+                 whiten_eps: float = WHITEN_EPS) -> nn.Module:
     """Narrower, for a few CPU cores."""
-    return AirNet((64, 128, 256), num_classes)
+    return AirNet((64, 128, 256), num_classes, bn_momentum, whiten_eps)
 
 
 @register_model
-def airnet_tiny(num_classes: int = 10) -> nn.Module:
+def airnet_tiny(num_classes: int = 10, bn_momentum: float = BN_MOMENTUM,
+                whiten_eps: float = WHITEN_EPS) -> nn.Module:
     """Narrower still: the fastest way to 85 % on a CPU."""
-    return AirNet((32, 64, 128), num_classes)
+    return AirNet((32, 64, 128), num_classes, bn_momentum, whiten_eps)

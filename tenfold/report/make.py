@@ -8,6 +8,7 @@ import numpy as np
 
 from tenfold.data import Splits
 from tenfold.fileio import atomic_open, atomic_write_text
+from tenfold.log import note, warn
 from tenfold.report import plots
 from tenfold.report.html import render
 from tenfold.training.infer import load_trained
@@ -60,15 +61,14 @@ def report_run(history, quiet: bool = False) -> Path | None:
     carries run_dir, device, data and main), from the data already in memory; a warning instead when the run
     has nothing held out to judge. Workers other than the main one do nothing."""
     import shlex
-    import sys
 
     if not history.main:
         return None
     if history.data.val is None and history.data.test is None:  # training succeeded: a warning, not an error
-        print(f"warning: no report: the run has no validation or test images to judge; write it with: "
-              f"tenfold report {shlex.quote(str(history.run_dir))} --data PATH", file=sys.stderr)
+        warn(f"no report: the run has no validation or test images to judge; write it with: "
+             f"tenfold report {shlex.quote(str(history.run_dir))} --data PATH")
         return None
     path = make_report(history.run_dir, device=history.device, splits=history.data, quiet=quiet)
     if not quiet:
-        print(f"tenfold: report written to {path}", file=sys.stderr)
+        note(f"report written to {path}")
     return path

@@ -231,5 +231,5 @@ def busy_note(threads: int, busy: float | None, cores: int, adapting: bool) -> s
     plural = "s" if threads > 1 else ""
     then = ("so training starts on {n} thread{s} and takes more as they free up" if adapting else
             "and --threads (or OMP_NUM_THREADS) fixes {n} thread{s}: epochs will be slower than on a quiet machine")
-    return (f"note: other processes are already using about {busy:.1f} of the {cores} cores this run may use, "
+    return (f"other processes are already using about {busy:.1f} of the {cores} cores this run may use, "
             + then.format(n=threads, s=plural))

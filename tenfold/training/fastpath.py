@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -33,6 +32,7 @@ from torch import nn
 
 from tenfold import envvars
 from tenfold.fileio import atomic_write_text, tenfold_home
+from tenfold.log import warn
 
 CACHE = "fastpath.json"
 ROUNDS = 5             # timed rounds per candidate, interleaved; the median counts
@@ -248,8 +248,7 @@ def choose(model: nn.Module, batch_size: int, image_shape: tuple, classes: int, 
         with torch.random.fork_rng(devices=[]):
             result = measure_all(model, batch_size, image_shape, classes, cache, forced, kernels, tune_precision)
     except Exception as e:  # noqa: BLE001  (any failure here only costs the speed-up)
-        print(f"warning: could not time this machine's fast path ({type(e).__name__}: {str(e)[:120]}); "
-              "using the defaults", file=sys.stderr)
+        warn(f"could not time this machine's fast path ({type(e).__name__}: {str(e)[:120]}); using the defaults")
         return FastPath()
     if any(c.how == "measured" for c in result.choices):
         save_cache(cache)

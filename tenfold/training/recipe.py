@@ -19,10 +19,11 @@ def onecycle(step: int, total: int, warmup: float = 0.23, final: float = 0.07, s
 
 
 class LRSchedule(Callback):
-    """Sets each parameter group's learning rate to its initial_lr x onecycle(step) before every step."""
+    """Sets each parameter group's learning rate to its initial_lr x onecycle(step) before every step; `shape`
+    is onecycle's (warmup, final, start)."""
 
-    def __init__(self, optimizer, total_steps: int, start_step: int = 0, warmup: float = 0.23):
-        self.optimizer, self.total, self.step, self.warmup = optimizer, total_steps, start_step, warmup
+    def __init__(self, optimizer, total_steps: int, start_step: int = 0, shape: tuple = (0.23, 0.07, 0.2)):
+        self.optimizer, self.total, self.step, self.shape = optimizer, total_steps, start_step, shape
         self.apply()
 
     def on_batch_end(self, batch, logs):
@@ -31,7 +32,7 @@ class LRSchedule(Callback):
 
     def apply(self) -> None:
         for g in self.optimizer.param_groups:
-            g["lr"] = g["initial_lr"] * onecycle(min(self.step, self.total), self.total, self.warmup)
+            g["lr"] = g["initial_lr"] * onecycle(min(self.step, self.total), self.total, *self.shape)
 
 
 class Lookahead(Callback):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from tenfold.data.loader import channel_stats
 from tenfold.errors import CheckpointError, ConfigError, TenfoldError
 from tenfold.presets import resolve_config
 from tenfold.fileio import STALE_TEMP, run_lock
+from tenfold.log import note, warn
 from tenfold.data.photo import PhotoPipeline
 from tenfold.models import create_model, pretrained_cfg
 from tenfold.models.registry import is_user_model
@@ -122,7 +122,7 @@ def build(config: TrainConfig, quiet: bool = False, stats: tuple | None = None, 
     torch.manual_seed(config.seed)
     shape = (photo.input_size, photo.input_size) if photo else data.train.shape  # what the model takes
     model = create_model(config.model, num_classes=len(data.train.classes), image_shape=shape,
-                         keep_prob=config.keep_prob, weights=config.weights)
+                         **model_settings(config.to_dict()))
     if hasattr(model, "init_from_data"):  # e.g. the whitening layer; a resumed run overwrites it from the checkpoint
         every = max(1, len(data.train) // WHITEN_IMAGES)  # evenly spaced: the split may be sorted by class
         sample = DeviceLoader(data.train.subset(slice(None, None, every)), WHITEN_IMAGES, torch.device("cpu"),
@@ -151,6 +151,11 @@ def build(config: TrainConfig, quiet: bool = False, stats: tuple | None = None, 
                             **({"fast_path": fast.record(), "kernel_isa": kernel_isa()} if fast else {})}}
     return Run(config, device, data, model, make_optimizer(config, model), generator, meta, precision, place,
                fast, busy)
+
+
+def model_settings(config: dict) -> dict:
+    """The settings a model factory may take (each takes those it declares; see registry.call_factory)."""
+    return {k: config[k] for k in ("keep_prob", "weights", "bn_momentum", "whiten_eps") if k in config}
 
 
 def check_pretrained(config: TrainConfig, cfg: dict | None) -> PhotoPipeline | None:
@@ -300,7 +305,8 @@ def recipe_callbacks(run: Run, steps_per_epoch: int, start: int) -> tuple[list, 
     config, recipe = run.config, []
     total_steps = run.meta.get("schedule_epochs", config.epochs) * steps_per_epoch
     if config.schedule == "onecycle":
-        recipe.append(LRSchedule(run.optimizer, total_steps, start * steps_per_epoch, config.warmup))
+        recipe.append(LRSchedule(run.optimizer, total_steps, start * steps_per_epoch,
+                                  (config.warmup, config.lr_end_factor, config.lr_start_factor)))
     states = {}  # name -> what the checkpoint keeps of it (state_dict / load_state_dict)
     if config.lookahead:
         states["lookahead"] = Lookahead(run.model, total_steps, config.lookahead_every, config.lookahead_decay)
@@ -339,7 +345,7 @@ def train(out: str | Path | None = None, resume: str | Path | None = None, quiet
         stack.close()
         distributed.leave(finished)
     if main and not quiet:
-        print(summary_line(history.rows(), run_dir), file=sys.stderr)
+        note(summary_line(history.rows(), run_dir))
     history.main, history.device, history.data = main, str(run.device), run.data  # for the caller's --report
     return history
 
@@ -428,7 +434,7 @@ def head_first(run: Run, train: FeatureLoader, val: FeatureLoader | None, quiet:
     loss = fit_head(run.model, train, run.config.label_smoothing)
     if not quiet:
         acc = f", validation accuracy {evaluate(FeatureHead(run.model), val)['accuracy']:.2%}" if val else ""
-        print(f"tenfold: new head fitted to the frozen features: training loss {loss:.2f}{acc}", file=sys.stderr)
+        note(f"new head fitted to the frozen features: training loss {loss:.2f}{acc}")
 
 
 def frozen_features(run: Run, train: DeviceLoader, val: DeviceLoader | None, quiet: bool):
@@ -451,7 +457,7 @@ def schedule_note(config: TrainConfig, planned: int, start: int) -> str | None:
     if config.schedule != "onecycle" or config.epochs <= planned or start >= config.epochs:
         return None
     from tenfold.training.recipe import onecycle
-    return (f"note: the one-cycle schedule was planned for {planned} epochs: epochs {max(start, planned) + 1}-"
+    return (f"the one-cycle schedule was planned for {planned} epochs: epochs {max(start, planned) + 1}-"
             f"{config.epochs} continue at its final rate ({onecycle(1, 1):.2f} x --lr); for a whole schedule over "
             f"{config.epochs} epochs, start a new run")
 
@@ -469,7 +475,7 @@ def summary_line(rows: list[dict], run_dir: Path) -> str:
     else:
         result = f"{len(rows)} epoch(s), no validation images"
     q = quote(run_dir)
-    return (f"tenfold: done: {result}; run directory {run_dir}. Next: tenfold evaluate {q} | "
+    return (f"done: {result}; run directory {run_dir}. Next: tenfold evaluate {q} | "
             f"tenfold predict {q} IMAGE | tenfold report {q}")
 
 
@@ -524,7 +530,7 @@ def finetune_suggestion(config: TrainConfig) -> str | None:
     size = photo_size(config.data)
     if size is None or min(size) <= 64:
         return None
-    return (f"note: these look like photos ({size[1]}x{size[0]}); a net pretrained on ImageNet learns them from far "
+    return (f"these look like photos ({size[1]}x{size[0]}); a net pretrained on ImageNet learns them from far "
             f"fewer images: tenfold train --data {config.data} --preset finetune")
 
 
@@ -539,23 +545,18 @@ def announce(run: Run, run_dir: Path, start: int, place: Place | None) -> None:
                " (the head fitted first, then all layers)" if run.config.head_first else "")
         fast += (f"; {photo.input_size}x{photo.input_size} crops of photos cached at {photo.stored} px, "
                  f"weights: {run.meta['weights']}{how}")
-    print(f"tenfold: {run.config.model} on {describe(run.device)}{workers}{arithmetic}{compiled}{fast}; "
-          f"{len(run.data.train)} training / "
-          f"{len(run.data.val) if run.data.val is not None else 0} validation images, "
-          f"{len(run.data.train.classes)} classes{image_size(run)}; run directory {run_dir}", file=sys.stderr)
-    note = (cpu.busy_note(torch.get_num_threads(), run.busy, cpu.usable_cores(),
+    note(f"{run.config.model} on {describe(run.device)}{workers}{arithmetic}{compiled}{fast}; "
+         f"{len(run.data.train)} training / {len(run.data.val) if run.data.val is not None else 0} validation "
+         f"images, {len(run.data.train.classes)} classes{image_size(run)}; run directory {run_dir}")
+    busy = (cpu.busy_note(torch.get_num_threads(), run.busy, cpu.usable_cores(),
                           cpu.pinned_threads(run.config.threads) is None) if run.device.type == "cpu" else None)
-    if note:
-        print(note, file=sys.stderr)
-    suggestion = finetune_suggestion(run.config)
-    if suggestion and start == 0:
-        print(suggestion, file=sys.stderr)
+    suggestion = finetune_suggestion(run.config) if start == 0 else None
+    planned = schedule_note(run.config, run.meta.get("schedule_epochs", run.config.epochs), start)
+    for advice in (busy, suggestion, planned):
+        if advice:
+            note(advice, prefix="note: ")
     if run.device.type == "cpu" and run.precision != "fp32" and not cpu_has(run.precision):
-        print(f"warning: this CPU has no {run.precision} units, so {run.precision} is emulated and far slower than fp32 "
-              "(--precision auto picks what the hardware does best)", file=sys.stderr)
-    note = schedule_note(run.config, run.meta.get("schedule_epochs", run.config.epochs), start)
-    if note:
-        print(note, file=sys.stderr)
+        warn(f"this CPU has no {run.precision} units, so {run.precision} is emulated and far slower than fp32 "
+             "(--precision auto picks what the hardware does best)")
     if start >= run.config.epochs:
-        print(f"tenfold: {run_dir} already finished {start} epochs; pass --epochs N (> {start}) to train longer",
-              file=sys.stderr)
+        note(f"{run_dir} already finished {start} epochs; pass --epochs N (> {start}) to train longer")
