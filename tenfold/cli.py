@@ -93,9 +93,10 @@ def cmd_presets(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        for r in rows:
-            print(f"{r['name']:<11} {r['model']:<13} {r['epochs']:>3} epochs  {r['description']}\n{'':<11} {r['expected']}"
-                  + (f"\n{'':<11} {r['estimate']}, {r['scale']}" if "estimate" in r else ""))
+        from tenfold.tables import table
+        print(table([[r["name"], r["model"], r["epochs"], "\n".join([r["description"], r["expected"]] + (
+            [f"{r['estimate']}, {r['scale']}"] if "estimate" in r else []))] for r in rows],
+            ["preset", "model", "epochs", "what it is; what it reached"], "llr"))
     return 0
 
 

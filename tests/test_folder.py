@@ -157,3 +157,27 @@ def test_hold_out_is_the_last_fraction_of_each_class():
     assert sorted(train.labels.tolist()) == [0, 1] and len(val) == 4
     train, val = hold_out(small, 0.1)                      # 0.1 of 3 rounds to none: one is held out all the same
     assert sorted(val.labels.tolist()) == [0, 1] and len(train) == 4
+
+
+def test_library_messages_go_through_the_tenfold_logger(tmp_path, tenfold_home, capsys):
+    """A warning is a `logging` record on the "tenfold" logger: an application's handler gets it, not stderr."""
+    import logging
+    from tenfold.log import logger
+    tree = make_tree(tmp_path / "d", n=4)
+    open_dataset(str(tree))
+    (cache,) = (tenfold_home / "datasets").glob("*.npz")
+    cache.write_bytes(b"not a cache")
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+    saved = logger.handlers[:]
+    logger.handlers[:] = [Keep()]
+    try:
+        capsys.readouterr()
+        open_dataset(str(tree))
+    finally:
+        logger.handlers[:] = saved
+    assert [(r.name, r.levelno) for r in records] == [("tenfold", logging.WARNING)]
+    assert "was damaged" in records[0].getMessage() and "was damaged" not in capsys.readouterr().err

@@ -195,7 +195,7 @@ def test_the_cli_and_the_api_refuse_a_resume_that_changes_a_setting_and_keep_the
     with pytest.raises(ConfigError, match="--keep-prob"):
         tenfold.train(resume=run, epochs=2, keep_prob=0.9, quiet=True)
     assert ((run / "checkpoint.pt").read_bytes(), (run / "history.csv").read_text()) == before
-    assert json.loads((run / "config.json").read_text())["bn_momentum"] == 0.4  # every setting, recorded
+    assert json.loads((run / "config.json").read_text())["config"]["bn_momentum"] == 0.4  # every setting, recorded
     same = run_cli("train", "--resume", run, "--epochs", 2, "--data", tree, "--lr", "0.002", "--quiet")
     assert same.returncode == 0, same.stderr  # the run's own values, said again, are no change
     assert load_checkpoint(run)["epoch"] == 2

@@ -112,7 +112,9 @@ def test_workers_run_the_resolved_configuration(monkeypatch):
     monkeypatch.setenv(cli.WORKER_CONFIG, json.dumps(resolved))
     args = cli.make_parser().parse_args(["train", "--out", "/r"])
     cli.cmd_train(args)
-    assert seen["args"][0].to_dict() == resolved and seen["kwargs"]["out"] == "/r"
+    from tenfold.presets import resolve_config
+    flags = {k: v for k, v in seen["kwargs"].items() if k in resolved}
+    assert resolve_config(flags["preset"], flags).to_dict() == resolved and seen["kwargs"]["out"] == "/r"
     args = cli.make_parser().parse_args(["train", "--resume", "/r"])
     cli.cmd_train(args)
     assert seen["kwargs"]["compile"] is False and seen["kwargs"]["epochs"] == 3 and "lr" not in seen["kwargs"]

@@ -18,6 +18,7 @@ from tenfold.cloud.catalog import catalog
 from tenfold.cloud.guardrails import launch_time
 from tenfold.fileio import tenfold_home
 from tenfold.log import warn
+from tenfold.tables import table
 
 GP3_USD_PER_GB_MONTH = 0.08
 IPV4_USD_PER_H = 0.005
@@ -202,12 +203,11 @@ def report(region: str | None = None, profile: str | None = None) -> dict:
 def format_report(result: dict) -> str:
     if not result["instances"]:
         return "no tenfold instances launched from this machine yet"
-    lines = [f"{'name':<12} {'instance':<20} {'type':<13} {'market':<9} {'hours':>7} {'compute $':>9} "
-             f"{'storage $':>9} {'IPv4 $':>7} {'total $':>8}"]
-    for r in result["instances"]:
-        lines.append(f"{r['name']:<12} {r['id']:<20} {r['type']:<13} {r['market']:<9} {r['running_hours']:>7.2f} "
-                     f"{r['compute_usd']:>9.4f} {r['storage_usd']:>9.4f} {r['ipv4_usd']:>7.4f} {r['total_usd']:>8.4f}"
-                     + ("" if r["terminated"] else "  (still exists)"))
+    cells = [[r["name"], r["id"], r["type"], r["market"], f"{r['running_hours']:.2f}", f"{r['compute_usd']:.4f}",
+              f"{r['storage_usd']:.4f}", f"{r['ipv4_usd']:.4f}", f"{r['total_usd']:.4f}",
+              "" if r["terminated"] else "(still exists)"] for r in result["instances"]]
+    lines = [table(cells, ["name", "instance", "type", "market", "hours", "compute $", "storage $", "IPv4 $", "total $",
+                           ""], "llllrrrrr")]
     lines.append(f"total ${result['total_usd']:.4f} as of {result['as_of']} "
                  "(list prices; tax and data transfer not included)")
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from tenfold.argtypes import duration
 from tenfold.cloud import aws
 from tenfold.cloud.catalog import QUOTA_CODES, catalog, catalog_date
 from tenfold.errors import ConfigError
+from tenfold.tables import table
 
 PRICE_REGION = "us-east-1"  # the region whose on-demand prices the catalogue holds
 
@@ -87,19 +88,19 @@ def money(v: float | None) -> str:
 def format_gpus(result: dict) -> str:
     rows = result["types"]
     history = any(r["spot_history"] for r in rows)
-    head = (f"{'type':<14} {'GPU':<12} {'GPUs':>4} {'GPU mem':>9} {'vCPUs':>5} {'RAM':>7} {'on-demand $/h':>13} "
-            f"{'spot $/h':>9} {'zone':<12}" + (f" {'spot min/median/max':>22}" if history else "")
-            + "  launch now")
-    lines = [head]
+    cells = []
     for r in rows:
         h = r["spot_history"]
-        hist = f" {money(h['min']) + '/' + money(h['median']) + '/' + money(h['max']):>22}" if h else \
-            (f" {'n/a':>22}" if history else "")
-        lines.append(f"{r['type']:<14} {r['gpu']:<12} {r['gpus']:>4} {r['gpu_memory_gib']:>5} GiB {r['vcpus']:>5} "
-                     f"{r['memory_gib']:>3} GiB {money(r['on_demand_usd_per_h']):>13} {money(r['spot_usd_per_h']):>9} "
-                     f"{r['spot_zone'] or '-':<12}{hist}  {', '.join(r['launchable']) or 'no: see tenfold cloud quota'}")
+        hist = ["/".join(money(h[k]) for k in ("min", "median", "max")) if h else "n/a"] if history else []
+        launch = ", ".join(r["launchable"]) or "no: see tenfold cloud quota"
         if r["regions"] is not None:
-            lines.append(f"{'':<14} regions: {', '.join(r['regions']) or 'none'}")
+            launch += f"\nregions: {', '.join(r['regions']) or 'none'}"
+        cells.append([r["type"], r["gpu"], r["gpus"], f"{r['gpu_memory_gib']} GiB", r["vcpus"], f"{r['memory_gib']} GiB",
+                      money(r["on_demand_usd_per_h"]), money(r["spot_usd_per_h"]), r["spot_zone"] or "-", *hist,
+                      launch])
+    headers = ["type", "GPU", "GPUs", "GPU mem", "vCPUs", "RAM", "on-demand $/h", "spot $/h", "zone",
+               *(["spot min/median/max"] if history else []), "launch now"]
+    lines = [table(cells, headers, "llrrrrrrl" + ("r" if history else ""))]
     days = next((r["spot_history"]["days"] for r in rows if r["spot_history"]), None)
     lines.append(f"Region {result['region']}; spot prices live (latest per zone"
                  + (f", history over {days} days" if days else "") + "); on-demand prices are "
@@ -110,10 +111,10 @@ def format_gpus(result: dict) -> str:
 def format_quota(result: dict) -> str:
     names = {"g-on-demand": "G and VT, on-demand", "g-spot": "G and VT, spot", "p-on-demand": "P, on-demand",
              "p-spot": "P, spot"}
-    lines = [f"{'quota':<22} {'code':<11} {'vCPUs':>6} {'in use':>6} {'free':>6}"]
-    for key, q in result["quotas"].items():
-        fmt = lambda v: "n/a" if v is None else f"{v:g}"  # noqa: E731
-        lines.append(f"{names[key]:<22} {q['code']:<11} {fmt(q['quota']):>6} {q['used']:>6} {fmt(q['free']):>6}")
+    def fmt(v):
+        return "n/a" if v is None else f"{v:g}"
+    cells = [[names[key], q["code"], fmt(q["quota"]), q["used"], fmt(q["free"])] for key, q in result["quotas"].items()]
+    lines = [table(cells, ["quota", "code", "vCPUs", "in use", "free"], "llrrr")]
     lines.append(f"Region {result['region']}. A g4dn.xlarge needs 4 vCPUs of free quota; "
                  "ask for more with: tenfold cloud quota --request 8 [--spot] [--family g|p]")
     return "\n".join(lines)

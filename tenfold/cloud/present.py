@@ -4,6 +4,7 @@ from __future__ import annotations
 from tenfold.cloud import aws
 from tenfold.cloud.guardrails import Guardrails
 from tenfold.cloud.provision import resource_name
+from tenfold.tables import table
 
 def summary(instance: dict) -> dict:
     return {"id": instance["InstanceId"], "type": instance["InstanceType"], "state": instance["State"]["Name"],
@@ -30,15 +31,14 @@ def format_up(result: dict) -> str:
 def format_status(rows: list[dict]) -> str:
     if not rows:
         return "no tenfold instances"
-    lines = [f"{'name':<14} {'type':<13} {'market':<9} {'state':<9} {'zone':<12} {'address':<15} {'up (h)':>7} "
-             f"{'$/h':>8} {'so far $':>8}  guardrails"]
+    cells = []
     for r in rows:
         c, g = r["cost"], Guardrails(**r["guardrails"])
         rate = (c["compute"] or 0.0) + c["storage"] + c["ipv4"]
-        lines.append(f"{r['name'] or '?':<14} {r['type']:<13} {r['market']:<9} {r['state']:<9} {r['zone']:<12} "
-                     f"{r['ip'] or '-':<15} {r['uptime_h']:>7.2f} {rate:>8.4f} {rate * r['uptime_h']:>8.2f}  "
-                     f"{g.describe()}")
-    return "\n".join(lines)
+        cells.append([r["name"] or "?", r["type"], r["market"], r["state"], r["zone"], r["ip"] or "-",
+                      f"{r['uptime_h']:.2f}", f"{rate:.4f}", f"{rate * r['uptime_h']:.2f}", g.describe()])
+    return table(cells, ["name", "type", "market", "state", "zone", "address", "up (h)", "$/h", "so far $",
+                         "guardrails"], "llllllrrr")
 
 
 def format_down(name: str, gone: dict) -> str:

@@ -13,6 +13,7 @@ from tenfold.training.callbacks import ProgressBar
 from tenfold.training.device import describe
 from tenfold.training.fit import fit
 from tenfold.training.run import build, loaders
+from tenfold.tables import table
 
 # The seed's measurements of one LeNet-5 epoch over 45,000 CIFAR-10 images (seconds).
 REFERENCES = [("seed: laptop CPU", 42.0), ("seed: AWS Tesla K80", 4.5)]
@@ -58,13 +59,11 @@ def bench(data: str | None = None, epochs: int = 3, devices: list[str] | None = 
 def format_bench(rows: list[dict]) -> str:
     cpu = next((r["epoch_s"] for r in rows if r["device"].startswith("CPU")), rows[0]["epoch_s"])
     laptop = REFERENCES[0][1]
-    width = max(28, *(len(r["device"]) for r in rows))
-    lines = [f"{'device':<{width}}  {'epoch (s)':>9}  {'images/s':>9}  {'val. acc.':>9}  "
-             f"{'vs this CPU':>11}  {'vs seed laptop':>14}"]
-    for r in rows + [{"device": name, "epoch_s": s, "images_per_s": TRAIN_IMAGES / s, "val_accuracy": None,
-                      "reference": True} for name, s in REFERENCES]:
+    cells = []
+    for r in rows + [{"device": name, "epoch_s": s, "images_per_s": TRAIN_IMAGES / s, "val_accuracy": None}
+                     for name, s in REFERENCES]:
         acc = "n/a" if r["val_accuracy"] is None else f"{r['val_accuracy']:.2%}"
-        lines.append(f"{r['device']:<{width}}  {r['epoch_s']:>9.2f}  {r['images_per_s']:>9,.0f}  {acc:>9}  "
-                     f"{cpu / r['epoch_s']:>10.2f}x  {laptop / r['epoch_s']:>13.1f}x")
-    lines.append(f"(LeNet-5 epoch over {TRAIN_IMAGES:,} images; seed rows are the original project's reports)")
-    return "\n".join(lines)
+        cells.append([r["device"], f"{r['epoch_s']:.2f}", f"{r['images_per_s']:,.0f}", acc,
+                      f"{cpu / r['epoch_s']:.2f}x", f"{laptop / r['epoch_s']:.1f}x"])
+    return (table(cells, ["device", "epoch (s)", "images/s", "val. acc.", "vs this CPU", "vs seed laptop"], "lrrrrr")
+            + f"\n(LeNet-5 epoch over {TRAIN_IMAGES:,} images; seed rows are the original project's reports)")

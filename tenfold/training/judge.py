@@ -12,6 +12,7 @@ from tenfold.data.dataset import relabel
 from tenfold.errors import DataError
 from tenfold.training.infer import Trained, load_trained, probabilities, summarise
 from tenfold.training.run import data_spec as run_data, run_photo
+from tenfold.tables import table
 
 
 @dataclass
@@ -86,16 +87,12 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, device: str = "au
 
 def format_evaluation(result: dict) -> str:
     classes, cm = result["classes"], np.array(result["confusion_matrix"])
-    width = max(8, *(len(c) for c in classes))
     views = {0: "", 1: " (2 test-time views)", 2: " (6 test-time views)"}[result.get("tta", 0)]
-    lines = [f"Judged on {result['images']} images: {result.get('split', result['data'])}{views}", "",
-             f"{'class':<{width}}  accuracy  correct/total"]
-    for i, c in enumerate(classes):
-        acc = result["per_class_accuracy"][c]
-        lines.append(f"{c:<{width}}  {'   n/a' if acc is None else f'{acc:7.2%}'}  "
-                     f"{cm[i, i]:>7}/{cm[i].sum()}")
-    lines += ["", "Confusion matrix (rows: true class, columns: predicted class)",
-              " " * width + "".join(f" {c[:5]:>5}" for c in classes)]
-    lines += [f"{c:<{width}}" + "".join(f" {v:>5}" for v in cm[i]) for i, c in enumerate(classes)]
-    lines += ["", f"Test Accuracy: {result['accuracy']:.2%}"]
-    return "\n".join(lines)
+    accuracy = [[c, "n/a" if result["per_class_accuracy"][c] is None else f"{result['per_class_accuracy'][c]:.2%}",
+                 f"{cm[i, i]}/{cm[i].sum()}"] for i, c in enumerate(classes)]
+    confusion = [[c, *cm[i]] for i, c in enumerate(classes)]
+    return "\n".join([f"Judged on {result['images']} images: {result.get('split', result['data'])}{views}", "",
+                      table(accuracy, ["class", "accuracy", "correct/total"], "lrr"), "",
+                      "Confusion matrix (rows: true class, columns: predicted class)",
+                      table(confusion, ["", *(c[:5] for c in classes)], "l" + "r" * len(classes)), "",
+                      f"Test Accuracy: {result['accuracy']:.2%}"])
