@@ -190,3 +190,24 @@ def test_a_metric_added_to_the_table_reaches_csv_tensorboard_and_the_report(monk
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(str(tmp_path / "tb")).Reload()
     assert events.Scalars("training/grad_norm")[0].value == 3.25
+
+
+def test_a_metric_added_to_the_table_reaches_the_csv_the_epoch_line_the_plots_and_the_report():
+    """Adding a metric is one row of tenfold.training.metrics.METRICS: every writer reads the table."""
+    from tenfold.report.html import epochs_table
+    from tenfold.training.callbacks import epoch_line
+    from tenfold.training.checkpoint import history_csv
+    from tenfold.training.metrics import METRICS, Metric
+    row = Metric("val_top3", "val_top3_accuracy", "accuracy/validation_top3", "validation top-3", "fraction",
+                 line=("Top-3:", "{:.1%}"), curve=("^-", "validation, top 3"))
+    rows = [{**r, "val_top3": 0.5 + r["epoch"] / 10} for r in ROWS]
+    METRICS.append(row)
+    try:
+        header, *lines = history_csv(rows).splitlines()
+        line, fig, html = epoch_line(3, {**rows[2], "seconds": 1.0}), plot_history(rows), epochs_table(rows)
+    finally:
+        METRICS.remove(row)
+    assert header.split(",")[-1] == "val_top3_accuracy" and lines[2].endswith(",0.800000")
+    assert line.endswith("Top-3: 80.0%")
+    assert lines_by_label(fig.axes[1])["validation, top 3"] == ([1, 2, 3], [0.6, 0.7, 0.8])
+    assert "<th>validation top-3</th>" in html and "80.00%" in html

@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from tenfold.training.callbacks import in_notebook
+from tenfold.training.metrics import METRICS
 
 WRONG = "#c62828"  # misclassified: red
 RIGHT = "#2e7d32"  # correct: green
@@ -45,17 +46,15 @@ def plot_history(rows: list[dict]):
     """Loss and accuracy per epoch, training and validation: the run's learning curves."""
     fig = new_figure(10, 3.8)
     loss_ax, acc_ax = fig.subplots(1, 2)
-    for ax, keys, title in ((loss_ax, ("loss", "val_loss"), "Loss"),
-                            (acc_ax, ("accuracy", "val_accuracy"), "Accuracy")):
-        for key, label, style in zip(keys, ("training", "validation"), ("o-", "s-")):
-            epochs, values = series(rows, key)
-            if values:
-                ax.plot(epochs, values, style, label=label, markersize=4)
+    panels = {"loss": loss_ax, "accuracy": acc_ax}
+    for m in METRICS:  # each metric with a curve, in its tag's panel (tenfold.training.metrics)
+        epochs, values = series(rows, m.key)
+        if m.curve and values:
+            style, legend = m.curve
+            panels[m.tag.split("/")[0]].plot(epochs, values, style, label=legend, markersize=11 if style == "*" else 4)
+    for ax, title in ((loss_ax, "Loss"), (acc_ax, "Accuracy")):
         ax.set(title=title, xlabel="epoch")
         ax.grid(alpha=0.3)
-    epochs, values = series(rows, "val_accuracy_tta")
-    if values:
-        acc_ax.plot(epochs, values, "*", markersize=11, label="validation, test-time augmentation")
     acc_ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
     for ax in (loss_ax, acc_ax):
         ax.xaxis.get_major_locator().set_params(integer=True)

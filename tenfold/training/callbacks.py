@@ -5,8 +5,8 @@ val_accuracy_tta on the last epoch when test-time augmentation is on.
 """
 from __future__ import annotations
 
-import math
 import sys
+from tenfold.training.metrics import METRICS, epoch_words
 from typing import Iterable
 
 
@@ -84,11 +84,8 @@ def in_notebook() -> bool:
 
 def epoch_line(epoch: int, logs: dict) -> str:
     """The seed's words: `Epoch  1: Training Loss:  1.65 Validation Accuracy: 40.88% Time 4.5s`."""
-    acc = logs.get("val_accuracy")
-    acc_text = "   n/a" if acc is None or math.isnan(acc) else f"{acc:6.2%}"
-    tta = f" (test-time augmentation: {logs['val_accuracy_tta']:.2%})" if "val_accuracy_tta" in logs else ""
-    return (f"Epoch {epoch:2d}: Training Loss: {logs['loss']:5.2f} "
-            f"Validation Accuracy: {acc_text} Time {logs['seconds']:.1f}s{tta}")
+    words = (epoch_words(m, logs.get(m.key)) for m in METRICS)  # each metric's words (tenfold.training.metrics)
+    return f"Epoch {epoch:2d}: " + " ".join(w for w in words if w)
 
 
 class SeedLogger(Callback):
