@@ -76,7 +76,7 @@ def main() -> None:
                                       "--out", str(Path(tmp) / f"run-{len(rows)}")], home)
             head = next((line for line in log.splitlines() if "new head fitted" in line), "")
             rows.append((name, seconds, accuracy(log), head.split("validation accuracy")[-1].strip()))
-        print(f"| run | wall-clock, first run | validation accuracy (last epoch) | head on frozen features |")
+        print("| run | wall-clock, first run | validation accuracy (last epoch) | head on frozen features |")
         print("| --- | ---: | --- | ---: |")
         for name, seconds, acc, head in rows:
             print(f"| `--preset {name}` | {seconds:.0f} s | {acc} | {head} |")

@@ -3,6 +3,7 @@
 In Python (and notebooks): `from tenfold import train, evaluate, predict` (see tenfold.api).
 """
 
+from tenfold import log  # noqa: F401  (the "tenfold" logger set up at import, so settings made after it hold)
 from tenfold.version import __version__
 
 __all__ = ["train", "evaluate", "predict", "__version__"]

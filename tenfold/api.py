@@ -102,8 +102,9 @@ def train(data: str | None = None, *, preset: str | None = None, out: str | None
           **settings) -> TrainResult:
     """Train like `tenfold train`: `data` is its --data (default 'cifar10'), `settings` are its other flags with
     underscores (epochs=5, batch_size=512, ...). `resume` continues a run (a TrainResult or its directory), which
-    keeps its settings: only epochs, device, precision, compile and threads may change (ConfigError names any other
-    that differs, as `tenfold train --resume` does; see tenfold.presets.resolve_config)."""
+    keeps its settings: only epochs, device, precision, compile, threads and data (where the same images are now)
+    may change (ConfigError names any other that differs, as `tenfold train --resume` does; see
+    tenfold.presets.resolve_config)."""
     from tenfold.config import TrainConfig
     from tenfold.training.run import train as run_train
 

@@ -59,10 +59,12 @@ WORKER_CONFIG = envvars.WORKER_CONFIG  # the launcher's resolved TrainConfig, as
 
 
 def restarted_worker(args) -> bool:
-    """A worker the launcher restarted after a failure, whose run has a checkpoint to continue from."""
+    """A worker the launcher restarted after a failure, whose run has a checkpoint to continue from. Imports
+    torch only in such a worker: the launcher must set its log level before torch loads (launch_workers)."""
+    if "RANK" not in os.environ or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) == 0:
+        return False
     from tenfold.training.checkpoint import CHECKPOINT
-    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
-    return restarts > 0 and bool(args.out) and os.path.exists(os.path.join(args.out, CHECKPOINT))
+    return bool(args.out) and os.path.exists(os.path.join(args.out, CHECKPOINT))
 
 
 def launch_workers(args, flags: dict) -> bool:

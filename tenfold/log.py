@@ -36,12 +36,14 @@ class Stderr(logging.Handler):
 
 
 def setup() -> None:
-    """The default: INFO and above to stderr, once, unless the application already gave the logger a handler."""
+    """The default, at import (`import tenfold` does it): INFO and above to stderr, unless the application already
+    gave the logger a handler or a level of its own."""
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
     if not logger.handlers:
         handler = Stderr()
         handler.setFormatter(Lines())
         logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
         logger.propagate = False  # the lines once, not again through a root handler an application set up
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pathlib import Path
+import math
 
 from tenfold.config import RESUME_SETTINGS, TrainConfig
 from tenfold.errors import ConfigError
@@ -81,14 +81,19 @@ def resolve_config(preset: str | None, flags: dict, resume: dict | None = None) 
     changed += ["preset"] if preset is not None and preset != saved.preset else []
     if changed:
         raise ConfigError("a resumed run keeps its settings: "
-                          + ", ".join(f"--{k.replace('_', '-')} (the run's: {getattr(saved, k)})" for k in changed)
+                          + ", ".join(f"--{k.replace('_', '-')} (the run's: {shown(getattr(saved, k))})" for k in changed)
                           + f" cannot change; only {', '.join('--' + k for k in RESUME_SETTINGS)} may "
                           "(start a new run with --out for the rest)")
     return saved.updated(**{k: v for k, v in flags.items() if k in RESUME_SETTINGS}).validate()
 
 
 def same(name: str, given, saved) -> bool:
-    """Whether a flag given to a resume says what the run already has (data: the same folder, however named)."""
-    if name == "data" and given != saved and "cifar10" not in (given, saved):
-        return Path(given).resolve() == Path(saved).resolve()
+    """Whether a flag given to a resume says what the run already has (a number as printed: 0.773781 is 0.95^5)."""
+    if isinstance(given, float) and isinstance(saved, (int, float)) and not isinstance(saved, bool):
+        return math.isclose(given, saved, rel_tol=1e-6)
     return given == saved
+
+
+def shown(value) -> str:
+    return "not set" if value is None else "on" if value is True else "off" if value is False else f"{value:g}" \
+        if isinstance(value, float) else str(value)

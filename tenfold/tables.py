@@ -6,9 +6,13 @@ def table(rows: list[list], headers: list[str], align: str = "") -> str:
     """`rows` (lists of cells, each already formatted as text; a cell may span lines) under `headers`, with each
     column aligned by `align`, one letter a column: "l" left (the default for the rest) or "r" right. Plain text:
     no rules, two spaces between columns, no trailing spaces."""
-    from tabulate import tabulate
+    import tabulate
     sides = {"l": "left", "r": "right"}
     colalign = tuple(sides[a] for a in align.ljust(len(headers), "l"))
-    text = tabulate([[str(c) for c in row] for row in rows], headers, tablefmt="plain", colalign=colalign,
-                    disable_numparse=True)
+    padding, tabulate.MIN_PADDING = tabulate.MIN_PADDING, 0  # columns as wide as their widest cell, header included
+    try:
+        text = tabulate.tabulate([[str(c) for c in row] for row in rows], headers, tablefmt="plain",
+                                 colalign=colalign, disable_numparse=True)
+    finally:
+        tabulate.MIN_PADDING = padding
     return "\n".join(line.rstrip() for line in text.splitlines())

@@ -51,24 +51,49 @@ def test_download_verify_extract_parse_and_cache(official, tenfold_home):
     assert official.requests == ["/cifar-10-python.tar.gz"]
 
 
-@pytest.mark.parametrize("damage", [lambda b: b[:100], lambda b: b"", lambda b: b"PK\x03\x04" + b"\0" * 64])
+def rewritten(change):
+    """A damage that leaves a readable .npz whose arrays are not what the cache holds."""
+    def damage(path):
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+        change(arrays)
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+    return damage
+
+
+DAMAGES = {
+    "cut short": lambda p: p.write_bytes(p.read_bytes()[:100]),
+    "empty": lambda p: p.write_bytes(b""),
+    "zip header, no zip": lambda p: p.write_bytes(b"PK\x03\x04" + b"\0" * 64),
+    "other arrays": lambda p: np.savez(open(p, "wb"), x=np.zeros(3)),
+    "images cut short": rewritten(lambda a: a.update(train_x=a["train_x"][:2])),
+    "float images": rewritten(lambda a: a.update(train_x=a["train_x"].astype(np.float32))),
+    "half-height images": rewritten(lambda a: a.update(train_x=a["train_x"][:, :16])),
+    "labels past the classes": rewritten(lambda a: a.update(train_y=a["train_y"] + 50)),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES.values(), ids=DAMAGES.keys())
 def test_a_damaged_cache_is_rebuilt_with_a_warning_for_both_kinds_of_data(official, tenfold_home, tmp_path, capsys,
                                                                            damage):
-    """One cache policy: CIFAR-10's arrays and an image folder's, damaged any way, are removed and rebuilt."""
+    """One cache policy: CIFAR-10's arrays and an image folder's, damaged any way (unreadable, or readable but not
+    what the cache holds), are removed and rebuilt."""
     from helpers import make_tree
     tree = make_tree(tmp_path / "d", n=4)
     first = open_dataset("cifar10"), open_dataset(str(tree))
     caches = [*(tenfold_home / "cifar10").glob("*.npz"), *(tenfold_home / "datasets").glob("*.npz")]
     assert len(caches) == 2
     for cache in caches:
-        cache.write_bytes(damage(cache.read_bytes()))
+        damage(cache)
     capsys.readouterr()
     again = open_dataset("cifar10"), open_dataset(str(tree))
     for a, b in zip(first, again):
         assert np.array_equal(a.train.images, b.train.images) and a.train.classes == b.train.classes
+        assert np.array_equal(a.train.labels, b.train.labels)
     warnings = [line for line in capsys.readouterr().err.splitlines() if "was damaged" in line]
     assert len(warnings) == 2 and all(line.startswith("warning: ") for line in warnings), warnings
-    assert all(np.load(c)["total" if "datasets" in str(c) else "train_x"].size for c in caches)  # written afresh
+    assert all(np.load(c)["train_x"].dtype == np.uint8 for c in caches)  # written afresh
 
 
 def test_an_unwritable_cache_costs_the_next_run_its_head_start_not_this_run(official, tenfold_home, capsys):

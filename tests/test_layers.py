@@ -103,3 +103,14 @@ def test_every_table_and_poll_loop_goes_through_its_one_helper():
             if len(padded.findall(line)) >= 2 or sleeps.search(line):
                 hand_made.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
     assert hand_made == []
+
+
+def test_a_table_lines_up_wide_characters_as_a_terminal_shows_them():
+    from wcwidth import wcswidth
+
+    from tenfold.tables import table
+    text = table([["ü-ñ 猫", "50.00%", "3/6"], ["dog", "100.00%", "12/12"]], ["class", "accuracy", "correct/total"],
+                 "lrr")
+    lines = text.splitlines()
+    assert len({wcswidth(line) for line in lines}) == 1 and not any(line.endswith(" ") for line in lines)
+    assert lines[1].startswith("ü-ñ 猫") and lines[2].endswith("12/12")

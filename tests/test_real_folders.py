@@ -1,7 +1,6 @@
 """Real-world image folders: decoded as a viewer shows them, every image the user sees found, what cannot work
 refused in one line, what was skipped named. Rebuilt from public bug reports against image-folder loaders."""
 import io
-import json
 import os
 import subprocess
 import tarfile

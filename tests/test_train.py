@@ -1,5 +1,6 @@
 """fit(), callbacks, the run directory, and resuming: in-process and after a real SIGKILL / Ctrl-C."""
 import csv
+import re
 import json
 import signal
 import subprocess
@@ -176,10 +177,12 @@ def test_a_resume_may_change_how_a_run_trains_not_what(tmp_path):
     saved = resolve_config("fast-tiny", {"data": str(tmp_path), "lr": 0.5}).to_dict()
     more = resolve_config(None, {"epochs": 20, "device": "cpu", "threads": 1, "lr": 0.5}, saved)  # lr: the same
     assert (more.epochs, more.device, more.threads, more.lr, more.model) == (20, "cpu", 1, 0.5, "airnet_tiny")
-    again = resolve_config("fast-tiny", {"data": str(tmp_path / "." / "")}, saved)  # the same folder, respelled
+    again = resolve_config("fast-tiny", {"lookahead_decay": 0.773781, "lr": 0.5000001}, saved)  # as printed
     assert again == TrainConfig.from_dict(saved)
+    moved = resolve_config(None, {"data": str(tmp_path / "moved")}, saved)  # where the images are now
+    assert moved.data == str(tmp_path / "moved") and moved.lr == 0.5
     for flags, named in [({"lr": 0.1}, "--lr (the run's: 0.5)"), ({"batch_size": 64}, "--batch-size"),
-                         ({"data": "cifar10"}, "--data"), ({"augment": False}, "--augment"),
+                         ({"augment": False}, "--augment (the run's: on)"), ({"image_size": 32}, "not set"),
                          ({"model": "lenet5"}, "--model"), ({"preset": "fast"}, "--preset")]:
         with pytest.raises(ConfigError, match="keeps its settings") as e:
             resolve_config(flags.get("preset"), flags, saved)
@@ -199,3 +202,46 @@ def test_the_cli_and_the_api_refuse_a_resume_that_changes_a_setting_and_keep_the
     same = run_cli("train", "--resume", run, "--epochs", 2, "--data", tree, "--lr", "0.002", "--quiet")
     assert same.returncode == 0, same.stderr  # the run's own values, said again, are no change
     assert load_checkpoint(run)["epoch"] == 2
+
+
+def test_a_run_whose_data_moved_resumes_with_data_naming_its_new_place(tmp_path):
+    data = make_tree(tmp_path / "photos", n=12)
+    run = tmp_path / "run"
+    train(data=str(data), epochs=1, out=run, quiet=True)
+    moved = data.rename(tmp_path / "moved-photos")
+    assert_one_line_error(run_cli("train", "--resume", run, "--epochs", 2), "not there any more", "--data NEW_PLACE")
+    other = make_tree(tmp_path / "other", n=10)  # other images are another experiment, not this run
+    assert_one_line_error(run_cli("train", "--resume", run, "--epochs", 2, "--data", other), "changed since")
+    resumed = run_cli("train", "--resume", run, "--epochs", 2, "--data", moved, "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_checkpoint(run)["epoch"] == 2 and load_checkpoint(run)["config"]["data"] == str(moved)
+
+
+@pytest.mark.parametrize("setting,value,words", [
+    ("epochs", 1.5, "--epochs must be a whole number"), ("epochs", True, "--epochs must be a whole number"),
+    ("batch_size", 0, "--batch-size must be at least 1"), ("epochs", 10 ** 9, "--epochs must be at most 100000"),
+    ("seed", 10 ** 30, "--seed must be at most 4294967295"), ("seed", -1, "--seed must be at least 0"),
+    ("lr", 0, "--lr must be in (0, 10000]"), ("lr", float("inf"), "--lr must be in (0, 10000]"),
+    ("lr", float("nan"), "--lr must be in"), ("lr", "0.1", "--lr must be a number"),
+    ("weight_decay", 1e308, "--weight-decay must be in [0, 10]"), ("bias_lr_scale", 1e308, "--bias-lr-scale"),
+    ("keep_prob", 0.0, "--keep-prob must be in (0, 1]"), ("warmup", 1.0, "--warmup must be in (0, 1)"),
+    ("lr_start_factor", 0.0, "--lr-start-factor"), ("lr_end_factor", 2.0, "--lr-end-factor must be in [0, 1]"),
+    ("bn_momentum", 0.0, "--bn-momentum"), ("whiten_eps", -1.0, "--whiten-eps"), ("image_size", 32.0, "whole"),
+    ("augment", "yes", "--augment must be True or False"), ("model", 5, "--model must be text"),
+    ("schedule", None, "--schedule must be text"), ("flip", "both", "--flip must be random or alternating"),
+    ("tta", 3, "--tta must be 0, 1 or 2"), ("translate", 99, "--translate must be at most 16"),
+])
+def test_every_setting_is_checked_by_its_fields_kind_choices_and_interval(setting, value, words):
+    """Before anything is read or written: a wrong type from the API, a value out of range, an overflow."""
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        TrainConfig(**{setting: value}).validate()
+
+
+def test_a_resume_that_trains_nothing_leaves_config_json_as_the_checkpoint_says(tree, tmp_path):
+    run = tmp_path / "r"
+    train(data=str(tree), epochs=1, out=run, quiet=True)
+    before = (run / "config.json").read_text()
+    again = run_cli("train", "--resume", run, "--precision", "bf16", "--quiet")  # nothing left to train
+    assert again.returncode == 0, again.stderr
+    assert (run / "config.json").read_text() == before
+    assert json.loads(before)["config"]["precision"] == load_checkpoint(run)["config"]["precision"] == "fp32"

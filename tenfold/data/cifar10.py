@@ -20,7 +20,7 @@ import numpy as np
 from tenfold import envvars
 from tenfold.data.imageset import ImageSet
 from tenfold.errors import DataError, DownloadError
-from tenfold.data.cache import cached_arrays
+from tenfold.data.cache import cached_arrays, check_split
 from tenfold.fileio import tenfold_home
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -28,7 +28,7 @@ MD5 = "c58f30108f718f92721af3b95e74349a"
 ARCHIVE = "cifar-10-python.tar.gz"
 FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the arrays carry their SHA-256 (tenfold.data.cache)
 CHUNK = 1 << 20  # bytes per read while downloading
 
 
@@ -73,7 +73,15 @@ def load(local: str | None = None, quiet: bool = False) -> tuple[ImageSet, Image
             return split_arrays(arrays(*parse_folder(batches)))
         cache = cache_dir() / f"local-{file_digest(path, 'sha256')[:16]}-v{CACHE_VERSION}.npz"
         source = functools.partial(archive_arrays, path)
-    return split_arrays(cached_arrays(cache, source, "the CIFAR-10 cache"))
+    return split_arrays(cached_arrays(cache, source, "the CIFAR-10 cache", check_arrays))
+
+
+def check_arrays(a: dict[str, np.ndarray]) -> None:
+    """The cache holds 32x32 train and test images of its classes (see tenfold.data.cache)."""
+    for split in ("train", "test"):
+        check_split(a, split, "classes")
+        if a[f"{split}_x"].shape[1:] != (32, 32, 3):
+            raise ValueError(f"{split} images are {a[f'{split}_x'].shape[1:]}, not CIFAR-10's (32, 32, 3)")
 
 
 def official_arrays(quiet: bool) -> dict[str, np.ndarray]:

@@ -21,12 +21,12 @@ import numpy as np
 from tenfold.data.imageset import ImageSet
 from tenfold.data.decode import Skip, decode, shown_size
 from tenfold.errors import DataError
-from tenfold.data.cache import cached_arrays
+from tenfold.data.cache import cached_arrays, check_split
 from tenfold.fileio import tenfold_home
 from tenfold.log import warn
 
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
-CACHE_VERSION = 3
+CACHE_VERSION = 4  # 4: the arrays carry their SHA-256 (tenfold.data.cache)
 Size = tuple[int, int]  # (height, width)
 
 
@@ -41,7 +41,7 @@ def load(spec: str, size: Size | None, default_size: int = 32, quiet: bool = Fal
     key = cache_key(path, size, default_size, as_test, fit)
     cache = tenfold_home() / "datasets" / f"{key}.npz"
     build = functools.partial(decoded_arrays, path, spec, size, default_size, quiet, as_test, fit)
-    parts, skipped, total = from_arrays(cached_arrays(cache, build, "the decoded-images cache"))
+    parts, skipped, total = from_arrays(cached_arrays(cache, build, "the decoded-images cache", check_arrays))
     if skipped and not quiet:  # on every run, cached or not: the user should know what was left out
         warn(skipped_note(spec, skipped, total))
     return parts
@@ -424,6 +424,19 @@ def decoded_arrays(path: Path, spec: str, size: Size | None, default_size: int, 
         arrays[f"{split}_x"], arrays[f"{split}_y"] = data.images, data.labels
         arrays[f"{split}_classes"] = np.array(data.classes)
     return arrays
+
+
+def check_arrays(arrays: dict[str, np.ndarray]) -> None:
+    """The cache holds a train split (or a test set alone), each split's images of one size, and what was skipped
+    (see tenfold.data.cache)."""
+    splits = sorted(k[:-2] for k in arrays if k.endswith("_x"))
+    if not splits or not set(splits) <= {"train", "val", "test"}:
+        raise ValueError(f"splits {splits}")
+    for split in splits:
+        check_split(arrays, split, f"{split}_classes")
+    if len({arrays[f"{s}_x"].shape[1:] for s in splits}) != 1 or arrays["skipped"].ndim != 1 \
+            or arrays["total"].ndim != 0:
+        raise ValueError("splits of different image sizes, or no record of what was skipped")
 
 
 def from_arrays(arrays: dict[str, np.ndarray]) -> tuple[dict[str, ImageSet], list[str], int]:

@@ -84,7 +84,10 @@ def save_error(run_dir: Path, epoch: int, e: Exception) -> CheckpointError:
 
 
 class Checkpointer(Callback):
-    """After every epoch: checkpoint.pt first (the truth), then history.csv derived from it."""
+    """After every epoch: checkpoint.pt first (the truth), then history.csv and config.json derived from it. A new
+    run writes both at its start (its folder says what it is before the first epoch ends); a resumed one rewrites
+    history.csv from its checkpoint (mending one a kill left behind) and changes config.json only with its next
+    checkpoint, so a resume that trains nothing leaves config.json as the checkpoint says."""
 
     def __init__(self, run_dir: Path, model, optimizer, rng_state, meta: dict, history: list[dict],
                  states: dict | None = None):
@@ -98,8 +101,7 @@ class Checkpointer(Callback):
     def on_train_begin(self, logs):
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_json(self.run_dir / "config.json", {k: v for k, v in self.meta.items() if k not in TENSORS})
-            atomic_write_text(self.run_dir / "history.csv", history_csv(self.history))
+            self.write_derived(config=not self.history)
         except OSError as e:
             raise save_error(self.run_dir, len(self.history) + 1, e)
 
@@ -110,7 +112,13 @@ class Checkpointer(Callback):
                  "rng": self.rng_state(), **{name: s.state_dict() for name, s in self.states.items()}}
         try:
             save_checkpoint(self.run_dir / CHECKPOINT, state)
-            atomic_write_text(self.run_dir / "history.csv", history_csv(self.history))
+            self.write_derived()
         except (OSError, RuntimeError) as e:  # disk full, quota, file too large: torch's zip writer says RuntimeError
             self.history.pop()
             raise save_error(self.run_dir, epoch, e)
+
+    def write_derived(self, config: bool = True) -> None:
+        """config.json (the meta, without tensors) and history.csv: what people read, derived from the checkpoint."""
+        if config:
+            write_json(self.run_dir / "config.json", {k: v for k, v in self.meta.items() if k not in TENSORS})
+        atomic_write_text(self.run_dir / "history.csv", history_csv(self.history))

@@ -229,7 +229,7 @@ def open_run(flags: dict, out, resume, quiet: bool, place: Place | None, stack: 
             stack.enter_context(run_lock(Path(resume)) if Path(resume).is_dir() else contextlib.nullcontext())
         ckpt = load_checkpoint(resume)
         config = resolve_config(flags.get("preset"), flags, ckpt["config"])
-        config = config.updated(model=model_spec(ckpt, resume), data=data_spec(ckpt))  # wherever we resume from
+        config = config.updated(model=model_spec(ckpt, resume), data=resumed_data(flags.get("data"), ckpt))
         run = build(config, quiet, stats=(ckpt["mean"], ckpt["std"]), place=place,
                     recorded=ckpt.get("environment", {}).get("fast_path"))
         restore(run, ckpt)
@@ -284,6 +284,18 @@ def data_spec(ckpt: dict) -> str:
     """The run's data: its resolved path while that exists, else what was given."""
     source = ckpt.get("data_source")
     return source if source and source != "cifar10" and Path(source).exists() else ckpt["config"]["data"]  # what a run that never finished an epoch leaves
+
+
+def resumed_data(given: str | None, ckpt: dict) -> str:
+    """Where a resumed run's data is: --data when given (the same images moved: restore() checks they are the
+    run's), else where the run had it; ConfigError, saying what to do, when that is gone."""
+    if given is not None:
+        return given if is_cifar10(given) else str(Path(given).resolve())
+    spec = data_spec(ckpt)
+    if not is_cifar10(spec) and not Path(spec).exists():
+        raise ConfigError(f"the run's data {spec} is not there any more; if it moved, resume with "
+                          f"--data NEW_PLACE (the same images: they are checked)")
+    return spec
 
 
 def check_new_run_dir(run_dir: Path) -> Path:
@@ -456,10 +468,14 @@ def schedule_note(config: TrainConfig, planned: int, start: int) -> str | None:
     """What a resume with more epochs than the one-cycle schedule was planned for does to the learning rate."""
     if config.schedule != "onecycle" or config.epochs <= planned or start >= config.epochs:
         return None
-    from tenfold.training.recipe import onecycle
-    return (f"the one-cycle schedule was planned for {planned} epochs: epochs {max(start, planned) + 1}-"
-            f"{config.epochs} continue at its final rate ({onecycle(1, 1):.2f} x --lr); for a whole schedule over "
-            f"{config.epochs} epochs, start a new run")
+    first = max(start, planned) + 1
+    epochs = f"epoch {first}" if first == config.epochs else f"epochs {first}-{config.epochs}"
+    return (f"the one-cycle schedule was planned for {plural(planned, 'epoch')}: {epochs} continue at its final "
+            f"rate ({config.lr_end_factor:g} x --lr); for a whole schedule over {config.epochs} epochs, start a new run")
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def summary_line(rows: list[dict], run_dir: Path) -> str:
@@ -559,4 +575,4 @@ def announce(run: Run, run_dir: Path, start: int, place: Place | None) -> None:
         warn(f"this CPU has no {run.precision} units, so {run.precision} is emulated and far slower than fp32 "
              "(--precision auto picks what the hardware does best)")
     if start >= run.config.epochs:
-        note(f"{run_dir} already finished {start} epochs; pass --epochs N (> {start}) to train longer")
+        note(f"{run_dir} already finished {plural(start, 'epoch')}; pass --epochs N (> {start}) to train longer")
