@@ -20,6 +20,7 @@ def setting(default, help: str, choices: tuple | None = None, metavar: str | Non
                                             "negatable": negatable, "show_default": show_default, "within": within})
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # what a setting used in float32 arithmetic can be at most
 KINDS = {"int": "a whole number", "float": "a number", "bool": "True or False", "str": "text"}
 
 
@@ -63,10 +64,10 @@ class TrainConfig:
     epochs: int = setting(10, "passes over the training data", within="[1, 100000]")
     # images per optimiser step (LeNet on 2 CPU cores: faster than 128, as accurate)
     batch_size: int = setting(256, "images per step", within="[1, 1048576]")
-    lr: float = setting(2e-3, "learning rate", within="(0, 10000]")  # the original's Adam 1e-3, scaled up with the batch
+    lr: float = setting(2e-3, "learning rate", within="(0, inf)")  # the original's Adam 1e-3, scaled up with the batch
     optimizer: str = setting("adam", "adam, or sgd with momentum", choices=("adam", "sgd"))
     momentum: float = setting(0.9, "SGD momentum", within="[0, 1)")
-    weight_decay: float = setting(0.0, "L2 weight decay per step", within="[0, 10]")
+    weight_decay: float = setting(0.0, "L2 weight decay per step", within="[0, inf)")
     keep_prob: float = setting(0.5, "dropout keep probability, in (0, 1]", within="(0, 1]")
     augment: bool = setting(False, "random crop (4 px padding) and flip each batch")
     # the last images of each class, when there is no val/ folder
@@ -80,7 +81,7 @@ class TrainConfig:
     # onecycle: linear warm-up over 23 % of the steps, then linear decay
     schedule: str = setting("constant", "learning-rate schedule", choices=("constant", "onecycle"))
     # biases learn this many times faster (their weight decay as much slower)
-    bias_lr_scale: float = setting(1.0, "SGD: biases' learning rate multiplier", within="(0, 10000]")
+    bias_lr_scale: float = setting(1.0, "SGD: biases' learning rate multiplier", within="(0, inf)")
     warmup: float = setting(0.23, "onecycle: the fraction of the steps over which the rate rises (airbench's "
                             "triangle)", within="(0, 1)")
     lr_start_factor: float = setting(0.2, "onecycle: the rate at the first step, as a fraction of --lr",
@@ -107,7 +108,7 @@ class TrainConfig:
     bn_momentum: float = setting(0.4, "airnet models: BatchNorm's running-statistics momentum (PyTorch's "
                                  "convention: the weight of the new batch)", within="(0, 1]")
     whiten_eps: float = setting(5e-4, "airnet models: added to the eigenvalues of the whitening layer's patch "
-                                "covariance (keeps noise directions from blowing up)", within="(0, 1000]")
+                                "covariance (keeps noise directions from blowing up)", within="(0, inf)")
     # Pretrained models (efficientnet_lite0): how the backbone is fine-tuned
     weights: str | None = setting(None, "pretrained models: a local weights file (state dict or tenfold checkpoint) "
                                   "of the same architecture, instead of ImageNet's", metavar="FILE")
@@ -131,6 +132,8 @@ class TrainConfig:
             wrong = meta.get("within") and out_of(value, meta["within"], f.type.startswith("int"))
             if wrong:
                 raise ConfigError(f"{flag} must be {wrong}, got {value}")
+            if f.type == "float" and abs(value) > FLOAT32_MAX:  # it becomes a float32 tensor's scalar
+                raise ConfigError(f"{flag} must be at most {FLOAT32_MAX:.4g} (a float32's largest), got {value}")
         return self
 
     def to_dict(self) -> dict:

@@ -44,7 +44,8 @@ def test_api_errors_are_tenfold_errors(tree, tmp_path):
     with pytest.raises(ConfigError, match="unknown setting.*batchsize"):
         train(str(tree), batchsize=16)
     run = train(str(tree), epochs=1, out=str(tmp_path / "run"), quiet=True)
-    with pytest.raises(ConfigError, match="keeps its settings.*only --epochs, --device, --precision, --compile, --threads may"):
+    with pytest.raises(ConfigError, match="keeps its settings.*only --epochs, --device, --precision, --compile, "
+                                          "--threads, --data may"):
         train(resume=run, epochs=2, lr=0.1)
     with pytest.raises(ConfigError, match="image 0: an image array must be"):
         predict(run, np.zeros((2, 16, 16, 5), np.uint8))

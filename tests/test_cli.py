@@ -31,7 +31,7 @@ def digest(path):
     (["--batch-size", "0"], ["--batch-size"]),
     (["--keep-prob", "0"], ["--keep-prob", "(0, 1]"]),
     (["--seed", "99999999999999999999999"], ["--seed", "at most"]),
-    (["--weight-decay", "1e308", "--optimizer", "sgd"], ["--weight-decay", "[0, 10]"]),
+    (["--weight-decay", "1e308", "--optimizer", "sgd"], ["--weight-decay", "a float32"]),
     (["--keep-prob", "1.5"], ["--keep-prob"]),
     (["--val-split", "1"], ["--val-split"]),
     (["--lr", "-1"], ["--lr"]),

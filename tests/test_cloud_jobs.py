@@ -5,6 +5,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from helpers import assert_one_line_error, run_cli
 from tenfold.cloud import jobs
 
@@ -109,3 +111,19 @@ def test_a_tenfold_train_job_gets_a_run_directory_and_a_resume_command():
     assert job_spec(["tenfold", "train", "--epochs", "many"], "x")["run_dir"] == "runs/lenet5-x"  # train says why
     assert job_spec(["python3", "train.py"], "x") == {"command": ["python3", "train.py"], "resume": None,
                                                       "run_dir": None}
+
+
+def test_a_start_whose_answer_is_lost_is_judged_by_whether_the_agent_took_the_job(monkeypatch):
+    """The connection can drop between the agent starting the job and its "started" reaching the laptop (the
+    machine going down under a quick job): started if job/next.json was taken in, else said plainly."""
+    from tenfold.errors import CloudError
+    for code, outcome in [(0, None), (1, "did not start"), (255, "lost box while starting")]:
+        monkeypatch.setattr(jobs, "ssh", lambda host, script, check=True, c=code: subprocess.CompletedProcess(
+            [], c, "", ""))
+        if outcome is None:
+            jobs.unacknowledged("box", "box", "")
+        else:
+            with pytest.raises(CloudError, match=outcome):
+                jobs.unacknowledged("box", "box", "")
+    with pytest.raises(CloudError, match="did not start"):  # the agent said so: no need to ask
+        jobs.unacknowledged("box", "box", "failed")

@@ -335,8 +335,9 @@ def start(host: str, command: list[str], workdir: Path, force: bool = False, nam
         write_remote(host, f"{root}/job/next.json", json.dumps(spec))
         holder.stdin.write("start\n")
         holder.stdin.flush()
-        if holder.stdout.readline().strip() != "started":
-            raise CloudError(f"the job did not start on {host}: see {root}/job/log there")
+        answer = holder.stdout.readline().strip()
+        if answer != "started":
+            unacknowledged(host, name, answer)
     finally:
         if holder.poll() is None:
             holder.stdin.close()
@@ -349,6 +350,18 @@ def resume(host: str) -> str:
     finished, or none (no job ever ran there)."""
     install_agent(host)
     return agent(host, "resume").stdout.strip()
+
+
+def unacknowledged(host: str, name: str, answer: str) -> None:
+    """The host did not say "started". It said "failed": CloudError. The connection dropped first: the job
+    started all the same when the agent took its spec in (follow() tells the rest), else CloudError."""
+    root = remote_root()
+    taken = None if answer else ssh(host, f"test ! -e {root}/job/next.json", check=False).returncode
+    if taken == 255:  # ssh's own failure: the host is gone
+        raise CloudError(f"lost {host} while starting the job (the instance stopped?); if it started, it resumes "
+                         f"from its last finished epoch with `tenfold cloud run {name} --resume`")
+    if taken != 0:
+        raise CloudError(f"the job did not start on {host}: see {root}/job/log there")
 
 
 def follow(host: str, stream=None, name: str | None = None) -> int:
