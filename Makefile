@@ -41,9 +41,9 @@ test-deps:
 test: install test-deps
 	@if command -v ip >/dev/null && unshare --net true 2>/dev/null; then \
 	  echo "running the tests with only loopback networking (unshare --net)"; \
-	  unshare --net sh -c 'ip link set lo up && exec $(BIN)/python -m pytest -q'; \
+	  unshare --net sh -c 'ip link set lo up && exec $(BIN)/python -m pytest -q -n 2'; \
 	else \
-	  $(BIN)/python -m pytest -q; \
+	  $(BIN)/python -m pytest -q -n 2; \
 	fi
 
 # The cloud test bed from a shell (moto as AWS, a local sshd as the instance): see tests/cloud_testbed.py.
