@@ -2,9 +2,9 @@
 
 A cache is only a head start, never the data: one that cannot be read (cut short, damaged, from another numpy) or
 does not hold what it should (`check`: the arrays' names, kinds and shapes) is removed with a warning and rebuilt
-from the source; one that cannot be written (a full disk, a read-only home) costs
-the next run its head start, not this run. Each is one `.npz` of named arrays with their SHA-256 (so a change on disk
-is caught however well-formed it is), written atomically, read without pickle.
+from the source; one that cannot be written (a full disk, a read-only home) costs the next run its head start, not
+this run. Each is one `.npz` of named arrays with their SHA-256 (so a change on disk is caught however well-formed
+it is), written atomically, read without pickle.
 """
 from __future__ import annotations
 
