@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev,cloud,pretrained]"
+	$(BIN)/python -m pip install -q -e ".[dev,cloud,pretrained,export]"
 	touch $@
 
 train: install

@@ -144,6 +144,24 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from tenfold.export.to_onnx import export_onnx
+    done = export_onnx(args.run_dir, args.out)
+    h, w, c = done.input_shape
+    size = done.path.stat().st_size
+    print(f"wrote {done.path} ({size / 2**20:.1f} MiB, ONNX opset {done.opset}): uint8 images (N, {h}, {w}, {c}) "
+          f"-> probabilities (N, {len(done.classes)})")
+    print(f"verified with onnxruntime {done.onnxruntime} on {done.checked_images} images: largest difference from "
+          f"tenfold's own probabilities {done.max_difference:.1e}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from tenfold.serve.server import serve
+    serve(args.run_dir, args.host, args.port, args.device, args.tta)
+    return 0
+
+
 def cmd_bench(args) -> int:
     from tenfold.training.bench import bench, format_bench
 
@@ -195,6 +213,22 @@ def make_parser() -> argparse.ArgumentParser:
                                   "its validation split)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--quiet", action="store_true", help="no progress messages while reading the data")
+    p = sub.add_parser("export", help="the model with its preprocessing inside, as an ONNX file",
+                       description="Write RUN_DIR's model as ONNX: input uint8 RGB images (N, H, W, 3) at the run's "
+                                   "image size, output class probabilities (N, classes); class names and image size "
+                                   "in its metadata. Verified with onnxruntime before it is kept.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="the file format (onnx, the default)")
+    p.add_argument("--out", help="the file to write (default RUN_DIR/model.onnx)")
+    p = sub.add_parser("serve", help="a local web page and JSON API that classify images with a run",
+                       description="Serve RUN_DIR: GET / a page (drop an image, see its top-3), POST /predict an "
+                                   "image -> JSON, GET /health. Local only unless --host says otherwise.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this "
+                                                       "machine only; 0.0.0.0: every network)")
+    p.add_argument("--port", type=int, default=8000, help="the port (default 8000; 0: any free one)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--tta", type=int, choices=[0, 1, 2], help="test-time views (default: the run's own)")
     p = sub.add_parser("bench", help="time the seed's LeNet-5 epoch on each device here, beside the seed's numbers")
     p.add_argument("--data", help="train on this data and report accuracy too (default: synthetic, timing only)")
     p.add_argument("--epochs", type=positive_int, default=3, help="epochs per device; the first is not timed (default 3)")
@@ -211,7 +245,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "report": cmd_report,
-            "bench": cmd_bench,
+            "export": cmd_export, "serve": cmd_serve, "bench": cmd_bench,
             "cloud": cloud_cli.run_command, "models": cmd_models, "presets": cmd_presets}
 
 

@@ -150,7 +150,7 @@ def pytest_collection_modifyitems(config, items):
         marks = set()
         if fixtures & CLOUD_FIXTURES or item.module.__name__.startswith("test_cloud"):
             marks.add("cloud")
-        if "check_page(" in source:
+        if "check_page(" in source or "chromium()" in source:
             marks.add("browser")
         if marks or any(w in source for w in TRAINING) or any(f.endswith("_run") for f in fixtures) \
                 or fixtures & {"cifar_subset", "trained", "finetuned"} or source.count("run_cli(") >= 3:

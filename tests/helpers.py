@@ -1,10 +1,12 @@
 """What the tests share besides fixtures (those are in conftest.py): the repository's paths, a CLI runner, waiting,
-the one-line error check, learnable image trees, CIFAR-10 archives in the official format, a local HTTP server."""
+the one-line error check, learnable image trees, CIFAR-10 archives in the official format, a local HTTP server,
+the README's onnxruntime example run as written."""
 from __future__ import annotations
 
 import http.server
 import io
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -135,3 +137,19 @@ def cifar_archive(n: int = 20, batches: dict | None = None) -> bytes:
 
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def readme_example() -> str:
+    """The README's onnxruntime example, as a user would paste it."""
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"<!-- onnxruntime example -->\s*```python\n(.*?)```", readme, re.S)
+    assert block, "README.md lost its onnxruntime example"
+    return block.group(1)
+
+
+def readme_probabilities(model: str, image: str) -> np.ndarray:
+    """Run the README's example on one image; its `probabilities` (classes,)."""
+    namespace: dict = {}
+    code = readme_example().replace('"runs/lenet5/model.onnx"', repr(model)).replace('"cat.jpg"', repr(image))
+    exec(compile(code, "README.md", "exec"), namespace)
+    return namespace["probabilities"]

@@ -1,6 +1,7 @@
 """Pretrained EfficientNet-Lite0: its weights mean something, the photo pipeline's crops, and the finetune paths
 (--freeze and the whole net) end to end, resumed exactly, predicted and evaluated as trained."""
 import io
+import json
 import shutil
 import sys
 import tarfile
@@ -10,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import SHARED_CIFAR, assert_one_line_error, make_tree, run_cli
+from helpers import SHARED_CIFAR, assert_one_line_error, make_tree, readme_probabilities, run_cli
 from tenfold.data.folder import decode
 from tenfold.data.loader import DeviceLoader
 from tenfold.data.dataset import ImageSet
@@ -161,12 +162,29 @@ def test_finetune_end_to_end_resumes_exactly_and_predicts(tmp_path):
     assert predicted.stdout.split()[1].startswith("bees"), predicted.stdout
     evaluated = run_cli("evaluate", tmp_path / "a", "--data", data / "val", "--json")
     assert evaluated.returncode == 0, evaluated.stderr
-    import json
     assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(last["val_accuracy_tta"])
+    exported_matches_predict(tmp_path / "a", [photo, *sorted((data / "val").rglob("*.png"))])
     reported = run_cli("report", tmp_path / "a")
     assert reported.returncode == 0, reported.stderr
     html = (tmp_path / "a" / "report.html").read_text()
     assert "pretrained weights" in html and "EfficientNet-Lite0" in html and "224x224" in html
+
+
+def exported_matches_predict(run, photos):
+    """`tenfold export` of a photo run (its centre crop inside the graph) against `tenfold predict --tta 0`:
+    within 1e-4 where predict computes in fp32 too; where it computes in bf16 (a CPU with bf16 units), within
+    bf16's third digit; the same top class either way."""
+    from tenfold.training.infer import load_trained
+    exported = run_cli("export", run)
+    assert exported.returncode == 0, exported.stderr
+    result = run_cli("predict", run, *photos, "--tta", "0", "--json", "--top", "2")
+    assert result.returncode == 0, result.stderr
+    classes = ["ants", "bees"]
+    expected = np.array([[{p["class"]: p["probability"] for p in item["top"]}[c] for c in classes]
+                         for item in json.loads(result.stdout)])
+    got = np.stack([readme_probabilities(str(run / "model.onnx"), str(p)) for p in photos])
+    tolerance = 1e-4 if load_trained(run, "cpu").precision == "fp32" else 2e-2
+    assert np.abs(got - expected).max() <= tolerance and (got.argmax(1) == expected.argmax(1)).all()
 
 
 def test_freeze_trains_only_the_head(tmp_path):

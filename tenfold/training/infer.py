@@ -68,9 +68,11 @@ def load_trained(run_dir: str | Path, device: str = "auto") -> Trained:
     return Trained(model.to(dev, memory_format=torch.channels_last).eval(), ckpt, dev)
 
 
-def probabilities(trained: Trained, data: ImageSet, tta: int | None = None) -> np.ndarray:
-    """Softmax probabilities, (N, classes) float32, with the run's (or the given) test-time views."""
-    logits = predict_logits(trained.model, trained.loader(data), trained.views(tta), trained.precision)
+def probabilities(trained: Trained, data: ImageSet, tta: int | None = None,
+                  precision: str | None = None) -> np.ndarray:
+    """Softmax probabilities, (N, classes) float32, with the run's (or the given) test-time views, in the run's
+    arithmetic on this device (Trained.precision) unless `precision` (fp32, bf16, fp16) says otherwise."""
+    logits = predict_logits(trained.model, trained.loader(data), trained.views(tta), precision or trained.precision)
     if not bool(torch.isfinite(logits).all()):
         raise CheckpointError("this run's model gives outputs that are not numbers (its training diverged); "
                               "train it again with a lower --lr")
