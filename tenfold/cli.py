@@ -16,6 +16,7 @@ from tenfold.argtypes import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, RUN
 from tenfold.cloud import cli as cloud_cli
 from tenfold.config import RESUME_SETTINGS, TrainConfig
 from tenfold.errors import TenfoldError, Terminated
+from tenfold.log import note
 
 
 def add_train(sub) -> None:
@@ -152,7 +153,11 @@ def cmd_export(args) -> int:
     print(f"wrote {done.path} ({size / 2**20:.1f} MiB, ONNX opset {done.opset}): uint8 images (N, {h}, {w}, {c}) "
           f"-> probabilities (N, {len(done.classes)})")
     print(f"verified with onnxruntime {done.onnxruntime} on {done.checked_images} images: largest difference from "
-          f"tenfold's own probabilities {done.max_difference:.1e}")
+          f"tenfold's own probabilities {done.max_difference:.1e} (both in fp32)")
+    if done.tenfold_precision != "fp32":
+        note(f"this run trained in 16 bits, so `tenfold predict` and `tenfold serve` compute in "
+             f"{done.tenfold_precision} on this machine: their probabilities differ from the file's in about the "
+             "third digit", prefix="note: ")
     return 0
 
 
@@ -177,6 +182,29 @@ def cmd_bench(args) -> int:
               file=sys.stderr)
     rows = bench(args.data, args.epochs, args.device, args.batch_size, progress=None if not args.json else False)
     print(json.dumps(rows, indent=2) if args.json else format_bench(rows))
+    if os.environ.get(envvars.INSTANCE_TYPE):  # on a tenfold instance: kept for `tenfold cloud plan`
+        from tenfold.training.bench import record_measured
+        kept = record_measured(rows, os.environ[envvars.INSTANCE_TYPE])
+        if kept:
+            print(f"tenfold: recorded for `tenfold cloud plan` in {kept}", file=sys.stderr)
+    return 0
+
+
+def cmd_cloud(args) -> int:
+    """`tenfold cloud ...`; `plan` sizes the job here (tenfold.training) and prices it there (tenfold.cloud)."""
+    if args.cloud_command != "plan":
+        return cloud_cli.run_command(args)
+    from tenfold.presets import resolve_config
+    from tenfold.training.workload import measure_workload
+    flags = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__}
+    if args.devices is not None and args.devices != "auto" and not (args.devices.isdigit() and int(args.devices) > 0):
+        raise TenfoldError(f"--devices takes N (at least 1) or auto, got '{args.devices}'")
+    work = measure_workload(resolve_config(flags.get("preset"), flags), args.devices)
+    cloud_cli.cloud_module()
+    from tenfold.cloud.plan import plan
+    from tenfold.cloud.present import format_plan
+    result = plan(work, args.region, args.profile, spot=not args.on_demand)
+    print(json.dumps(result, indent=2) if args.json else format_plan(result))
     return 0
 
 
@@ -246,7 +274,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "report": cmd_report,
             "export": cmd_export, "serve": cmd_serve, "bench": cmd_bench,
-            "cloud": cloud_cli.run_command, "models": cmd_models, "presets": cmd_presets}
+            "cloud": cmd_cloud, "models": cmd_models, "presets": cmd_presets}
 
 
 SIGNALLED: list[int] = []  # the signals that arrived: an error they caused mid-write still exits 130/143

@@ -17,5 +17,6 @@ AGENT_OVERRIDES = "TENFOLD_AGENT_OVERRIDES"  # JSON on top of the agent's settin
 NOW = "TENFOLD_NOW"                    # ISO 8601: the clock of `cloud cost` (the tests fix it)
 WORKER_CONFIG = "TENFOLD_WORKER_CONFIG"  # set by `train --devices` for its workers: the resolved TrainConfig (JSON)
 WORKER_ERRORS = "TENFOLD_WORKER_ERRORS"  # set by `train --devices`: the folder where each worker leaves its error
+INSTANCE_TYPE = "TENFOLD_INSTANCE_TYPE"  # set by the agent for a job on a tenfold instance: its EC2 type
 AGENT_USER = "TENFOLD_USER"            # the instance's login the agent runs as at first boot (default ubuntu)
 AGENT_ROOT = "TENFOLD_ROOT"            # the agent's folder at first boot (default /home/$TENFOLD_USER/tenfold)

@@ -93,6 +93,22 @@ def run_lock(run_dir: Path, what: str = "run") -> Iterator[None]:
         os.close(fd)
 
 
+def run_busy(run_dir: Path) -> str | None:
+    """The pid of the tenfold process holding `run_dir` (training into it, see run_lock), else None."""
+    import fcntl
+    try:
+        fd = os.open(Path(run_dir) / ".lock", os.O_RDONLY)
+    except OSError:
+        return None  # no lock file: nobody has held it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+    finally:
+        os.close(fd)
+
+
 def tenfold_home() -> Path:
     """The cache folder: $TENFOLD_HOME, else ~/.cache/tenfold."""
     home = os.environ.get(envvars.HOME) or os.path.join(os.path.expanduser("~"), ".cache", "tenfold")

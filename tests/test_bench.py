@@ -30,30 +30,38 @@ def test_bench_on_a_missing_gpu_is_a_one_line_error():
     assert_one_line_error(run_cli("bench", "--device", "cuda"), "no CUDA GPU")
 
 
+def gpu_script(parts: str) -> subprocess.CompletedProcess:
+    """benchmarks/gpu.sh --dry with only `parts` (its PARTS setting)."""
+    return subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh"), "--dry"], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PARTS": parts})
+
+
 def test_gpu_script_dry_run_prints_both_peers():
-    result = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh"), "--dry"], capture_output=True,
-                            text=True, timeout=600)
+    result = gpu_script("lenet distributed")  # each part in a test of its own: the suite's workers share them
     assert result.returncode == 0, result.stderr
     assert re.search(r"^\| tenfold \| 256 \(default\) \| [\d.]+ \| [\d,]+ \| [\d.]+% \| 1\.00x \|$", result.stdout, re.M)
     assert re.search(r"^\| tutorial \| 128 \| [\d.]+ \| [\d,]+ \| [\d.]+% \| [\d.]+x \|$", result.stdout, re.M)
     assert "fp32 floor" in result.stdout
     assert re.search(r"^\| lenet5 \| 1 worker \| [\d.]+ \| [\d.]+x \| [\d.]+% \|$", result.stdout, re.M)  # DDP path
+    assert "| bf16 |" not in result.stdout and "| fast-tiny |" not in result.stdout
+
+
+def test_gpu_script_dry_run_times_every_preset_from_launch():
+    result = gpu_script("presets")
+    assert result.returncode == 0, result.stderr
     for preset in ("lenet5", "fast", "fast-small", "fast-tiny"):  # then every preset, timed from launch
         assert re.search(rf"^\| {preset} \| 1 \| \d+ \| [\d.]+% \|", result.stdout, re.M), result.stdout
-    for variant in ("fp32", "bf16", "fp16", "bf16\\+compile"):  # the step in each arithmetic
-        assert re.search(rf"^\| {variant} \| [\d.]+ \| [\d,]+ \| [\d.]+x \| [\d.]+ \|$", result.stdout, re.M)
     for variant in ("fast:--compile", "fast:--precision fp16"):  # and the GPU run's variants of `fast`
         assert re.search(rf"^\| {variant} \| 1 \| \d+ \| [\d.]+% \|", result.stdout, re.M), result.stdout
 
 
 def test_gpu_script_runs_only_the_parts_asked_for():
-    run = lambda parts: subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh"), "--dry"],  # noqa: E731
-                                       capture_output=True, text=True, timeout=600, env={**os.environ, "PARTS": parts})
-    result = run("precision")
+    result = gpu_script("precision")
     assert result.returncode == 0, result.stderr
-    assert re.search(r"^\| bf16 \| ", result.stdout, re.M) and "tutorial" not in result.stdout
-    assert "| lenet5 |" not in result.stdout and "| fast |" not in result.stdout
-    wrong = run("precision gpus")
+    for variant in ("fp32", "bf16", "fp16", "bf16\\+compile"):  # the step in each arithmetic
+        assert re.search(rf"^\| {variant} \| [\d.]+ \| [\d,]+ \| [\d.]+x \| [\d.]+ \|$", result.stdout, re.M)
+    assert "tutorial" not in result.stdout and "| lenet5 |" not in result.stdout and "| fast |" not in result.stdout
+    wrong = gpu_script("precision gpus")
     assert wrong.returncode == 2 and "unknown part 'gpus'" in wrong.stderr and "| bf16 |" not in wrong.stdout
 
 

@@ -81,3 +81,29 @@ def test_a_gpu_at_work_is_not_idle(box, tmp_path):
     wait_for(stopped.exists, what="the idle stop once the GPU is idle")
     assert stopped.stat().st_mtime >= idle + 1.5 - 0.5
     assert "GPUs idle" in (box["remote"] / "agent.log").read_text()
+
+
+def test_max_cost_stops_the_job_once_the_launch_price_times_the_time_reaches_it(box, tmp_path):
+    stopped = tmp_path / "machine-stopped"
+    (box["project"] / "job.py").write_text("import time\ntime.sleep(60)\n")
+    jobs.start("box", ["python3", "job.py"], box["project"])
+    started = time.time()
+    # $36/h from now, $0.01 spent before this start: the $0.03 cap is reached 2 s after `started`
+    guard(box, max_cost=0.03, usd_per_h=36.0, spent_before=0.01, running_since=started, poll=0.2)
+    wait_for(stopped.exists, what="the max-cost stop")
+    assert stopped.stat().st_mtime - started >= 2.0 - 0.3  # not before (then the job's exit, then the stop)
+    assert jobs.agent("box", "state").stdout.strip() == "interrupted"    # resumable, as after a spot notice
+    assert "--max-cost $0.03 reached ($0.03" in (box["remote"] / "agent.log").read_text()
+    spent = json.loads((box["remote"] / "spent.json").read_text())
+    assert spent["base"] == 0.01 and spent["cap"] == 0.03 and 0.03 <= spent["spent"] <= 0.03 + 36 * 0.7 / 3600
+
+
+def test_what_the_agent_counted_survives_a_restart_nobody_told_the_laptop_of(tmp_path):
+    from tenfold.cloud import agent
+    cfg = {**agent.DEFAULTS, "spent_before": 0.05, "max_cost": 1.0, "usd_per_h": 3.6}
+    (tmp_path / "spent.json").write_text(json.dumps({"boot": 12345, "base": 0.05, "spent": 0.4}))
+    assert agent.spent_base(tmp_path, cfg) == 0.4     # another boot (AWS restarted it): what it had spent then
+    boot = round(agent.boot_time())
+    (tmp_path / "spent.json").write_text(json.dumps({"boot": boot, "base": 0.2, "spent": 0.4}))
+    assert agent.spent_base(tmp_path, cfg) == 0.2     # this boot (the agent restarted): its base, not twice
+    assert agent.spent_base(tmp_path, {**cfg, "spent_before": 0.3}) == 0.3  # the laptop's figure, when higher

@@ -302,7 +302,7 @@ def test_guardrails_persist_and_count_from_the_instance_start(instance, tmp_path
     out = run_cli("cloud", "up", "gpu", "--max-hours", "2", "--change-guardrails", "--cidr", "203.0.113.7/32")
     assert out.returncode == 0 and "--max-hours 0.005, --idle-stop off -> --max-hours 2" in out.stderr, out.stderr
     assert json.loads((remote / "agent.json").read_text())["max_hours"] == 2
-    assert cli_json("status")[0]["guardrails"] == {"max_hours": 2, "idle_stop": None}
+    assert cli_json("status")[0]["guardrails"] == {"max_hours": 2, "idle_stop": None, "max_cost": None}
 
 
 def test_a_replaced_instance_at_a_reused_address_is_a_new_host_and_a_changed_key_is_named(instance, tmp_path,

@@ -215,7 +215,13 @@ def test_the_first_boot_installs_the_agent_with_its_guardrails(cloud, tmp_path, 
     (as the current user, into the test's folder) and must leave the agent running with the guardrails asked."""
     overrides = json.loads(os.environ["TENFOLD_AGENT_OVERRIDES"])
     monkeypatch.setenv("TENFOLD_AGENT_OVERRIDES", json.dumps({**overrides, "running_since": time.time()}))  # "booted"
-    out = cli("up", "gpu", "--spot", "--idle-stop", "45m", "--max-hours", "3", "--cidr", "203.0.113.7/32")
+    out = cli("up", "gpu", "--spot", "--idle-stop", "45m", "--max-hours", "3", "--max-cost", "$4",
+              "--cidr", "203.0.113.7/32")
+    assert out["guardrails"] == {"max_hours": 3, "idle_stop": 2700, "max_cost": 4}
+    (inst,) = [i for r in ec2().describe_instances()["Reservations"] for i in r["Instances"]]
+    tags = {t["Key"]: t["Value"] for t in inst["Tags"]}
+    extras = 100 * 0.08 / 730 + 0.005  # gp3 and IPv4, $/h
+    assert tags["tenfold:max-cost"] == "4" and float(tags["tenfold:usd-per-h"]) == pytest.approx(0.2104 + extras)
     attr = ec2().describe_instance_attribute(InstanceId=out["instance"]["id"], Attribute="userData")
     script = base64.b64decode(attr["UserData"]["Value"]).decode()
     assert script.startswith("#!/bin/bash\n")
@@ -227,5 +233,7 @@ def test_the_first_boot_installs_the_agent_with_its_guardrails(cloud, tmp_path, 
     assert (root / "agent.py").read_bytes() == (REPO / "tenfold" / "cloud" / "agent.py").read_bytes()
     settings = json.loads((root / "agent.json").read_text())
     assert (settings["idle_stop"], settings["max_hours"], settings["spot"]) == (2700, 3, True)
+    # before tenfold connects, --max-cost counts at on-demand's price, above any spot price: never past the cap
+    assert settings["max_cost"] == 4 and settings["usd_per_h"] == pytest.approx(0.526 + extras)
     pid = int((root / "agent.pid").read_text())
     assert os.path.exists(f"/proc/{pid}") and b"watch" in open(f"/proc/{pid}/cmdline", "rb").read()

@@ -14,14 +14,19 @@ CLASSES = ("cat", "dog", "frog")
 
 
 def unseen_images(root, n: int = 100) -> list:
-    """`n` new images of the three classes: PNGs at the training size and others, small and large JPEGs."""
+    """`n` new images of the three classes: PNGs at the training size and others, small and large JPEGs, and
+    every seventh a PNG with transparency (an alpha channel fading to clear)."""
     root.mkdir()
     sizes, paths = [(32, 32), (50, 40), (24, 30), (300, 200)], []
     for i in range(n):
         cls, size = i % 3, sizes[(i // 3) % len(sizes)]
         fmt = "jpg" if i % 5 == 0 else "png"
         paths.append(root / f"{i:03d}-{CLASSES[cls]}.{fmt}")
-        class_image(cls, 50_000 + i, size).save(paths[-1])
+        image = class_image(cls, 50_000 + i, size)
+        if i % 7 == 3:
+            image.putalpha(Image.linear_gradient("L").resize(size))
+            paths[-1] = paths[-1].with_suffix(".png")
+        image.save(paths[-1])
     return paths
 
 
@@ -49,6 +54,26 @@ def preset_run(tree, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def lenet_exported(lenet_run):
+    """`tenfold export` of the LeNet-5 run into a folder that does not exist yet: (the result, the file)."""
+    out = lenet_run.parent / "elsewhere" / "lenet.onnx"
+    return run_cli("export", lenet_run, "--out", out), out
+
+
+def exported_file(run_fixture: str, request) -> tuple[object, str]:
+    """The run and its ONNX file, exported by `tenfold export`."""
+    run = request.getfixturevalue(run_fixture)
+    if run_fixture == "lenet_run":
+        result, path = request.getfixturevalue("lenet_exported")
+    else:
+        result, path = run_cli("export", run), run / "model.onnx"
+    assert result.returncode == 0, result.stderr
+    difference = float(re.search(r"largest difference from tenfold's own probabilities (\S+)", result.stdout)[1])
+    assert difference <= 1e-4 and path.is_file()
+    return run, str(path)
+
+
 def predicted(run, paths) -> np.ndarray:
     """`tenfold predict --tta 0 --json --top K` for every class: (N, classes) probabilities in class order."""
     result = run_cli("predict", run, *paths, "--tta", 0, "--json", "--top", len(CLASSES))
@@ -59,26 +84,22 @@ def predicted(run, paths) -> np.ndarray:
 
 @pytest.mark.parametrize("run_fixture", ["lenet_run", "preset_run"])
 def test_onnxruntime_equals_tenfold_predict_on_100_unseen_images(run_fixture, request, tmp_path):
-    run = request.getfixturevalue(run_fixture)
-    exported = run_cli("export", run)
-    assert exported.returncode == 0, exported.stderr
-    difference = float(re.search(r"largest difference from tenfold's own probabilities (\S+)",
-                                 exported.stdout).group(1))
-    assert difference <= 1e-4 and (run / "model.onnx").is_file()
+    run, model = exported_file(run_fixture, request)
     paths = unseen_images(tmp_path / "unseen")
     expected = predicted(run, paths)
-    got = np.stack([readme_probabilities(str(run / "model.onnx"), str(p)) for p in paths])
+    got = np.stack([readme_probabilities(model, str(p)) for p in paths])
     assert got.shape == (100, 3) and np.abs(got - expected).max() <= 1e-4
     assert (got.argmax(1) == expected.argmax(1)).all()
     assert (expected.argmax(1) == np.arange(100) % 3).mean() > 0.6  # a model that learnt something: top-1 matters
 
 
-def test_the_file_carries_its_contract_and_no_pickle(lenet_run, tmp_path):
-    out = tmp_path / "elsewhere" / "lenet.onnx"  # a folder that does not exist yet is made
-    result = run_cli("export", lenet_run, "--out", out)
+def test_the_file_carries_its_contract_and_no_pickle(lenet_exported):
+    result, out = lenet_exported  # written into a folder that did not exist
     assert result.returncode == 0, result.stderr
     assert f"wrote {out}" in result.stdout and "uint8 images (N, 32, 32, 3) -> probabilities (N, 3)" in result.stdout
     assert sorted(p.name for p in out.parent.iterdir()) == ["lenet.onnx"]  # no weights beside it, no temp file
+    from tenfold.fileio import current_umask
+    assert out.stat().st_mode & 0o777 == 0o666 & ~current_umask()  # readable as any file the user writes
     model = onnx.load(out)
     onnx.checker.check_model(model, full_check=True)
     meta = {p.key: p.value for p in model.metadata_props}
@@ -97,10 +118,11 @@ def test_the_file_carries_its_contract_and_no_pickle(lenet_run, tmp_path):
     assert p.shape == (15, 3) and np.allclose(p.sum(1), 1, atol=1e-5)
 
 
-def test_a_failed_export_keeps_the_earlier_file(lenet_run, monkeypatch):
+def test_a_failed_export_keeps_the_earlier_file(lenet_run, lenet_exported, monkeypatch):
     from tenfold.errors import TenfoldError
     from tenfold.export import to_onnx
-    before = to_onnx.export_onnx(lenet_run).path.read_bytes()
+    before = lenet_exported[1].read_bytes()
+    (lenet_run / "model.onnx").write_bytes(before)  # an earlier export
     monkeypatch.setattr(to_onnx, "TOLERANCE", -1.0)  # no export can pass: verification fails after writing
     with pytest.raises(TenfoldError, match="disagrees with tenfold .* nothing was written"):
         to_onnx.export_onnx(lenet_run)
@@ -108,9 +130,19 @@ def test_a_failed_export_keeps_the_earlier_file(lenet_run, monkeypatch):
     assert not [p for p in lenet_run.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_export_errors_are_one_line(lenet_run, tmp_path):
+def test_export_errors_are_one_line_and_never_touch_the_run(lenet_run, tmp_path):
+    from tenfold.fileio import run_lock
     assert_one_line_error(run_cli("export", tmp_path), "not a tenfold run")
+    assert_one_line_error(run_cli("export", lenet_run / "checkpoint.pt"), "is a file: give the run directory")
     assert_one_line_error(run_cli("export", lenet_run, "--out", tmp_path), "is a folder")
+    checkpoint = (lenet_run / "checkpoint.pt").read_bytes()
+    for own in ("checkpoint.pt", "config.json", "history.csv"):  # the run's own files are never written over
+        assert_one_line_error(run_cli("export", lenet_run, "--out", lenet_run / own), "is not an .onnx file")
+    assert (lenet_run / "checkpoint.pt").read_bytes() == checkpoint
+    assert_one_line_error(run_cli("export", lenet_run, "--out", lenet_run / "config.json" / "x.onnx"),
+                          "config.json is a file, not a folder")
+    with run_lock(lenet_run, "train"):  # as a training process holds it
+        assert_one_line_error(run_cli("export", lenet_run, "--out", tmp_path / "x.onnx"), "is still training")
     wrong = run_cli("export", lenet_run, "--format", "tflite")
     assert wrong.returncode == 2 and "invalid choice: 'tflite'" in wrong.stderr
 
@@ -140,5 +172,5 @@ def test_without_the_extra_the_error_names_the_install(lenet_run, monkeypatch):
     from tenfold.errors import TenfoldError
     from tenfold.export import to_onnx
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
-    with pytest.raises(TenfoldError, match=r"pip install 'tenfold\[export\]'.*onnxruntime is missing"):
+    with pytest.raises(TenfoldError, match=r"pip install 'tenfold\[export\]'.*onnxruntime: missing"):
         to_onnx.export_onnx(lenet_run)

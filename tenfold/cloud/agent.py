@@ -3,9 +3,11 @@ there, so they hold with the laptop closed. Standard library only: it is copied 
 host's python3 (`python3 agent.py ROOT COMMAND`), whatever else is installed there.
 
 Under ROOT (tenfold's folder on the host, ~/tenfold by default):
-  agent.json  the guardrails: max_hours, idle_stop (seconds), spot (watch for the interruption notice), stop
-              (the command that stops the machine), imds (the metadata service), poll (seconds), auto_resume
+  agent.json  the guardrails: max_hours, idle_stop (seconds), max_cost (USD, with usd_per_h: the launch price,
+              and spent_before: earlier starts), spot (watch for the interruption notice), stop (the command that
+              stops the machine), imds (the metadata service), poll (seconds), auto_resume
   agent.pid, agent.log           the watcher's process and what it did
+  spent.json                     with --max-cost: USD spent so far (this boot's base, and the total at the last poll)
   job/spec.json                  the job: command, resume (the command that continues it), run_dir
   job/pid, job/log, job/exit     the job runner's process, the job's output, its exit status once it ended
   job/interrupted                present while a job was cut short (spot notice, max hours) and not yet resumed
@@ -29,7 +31,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-DEFAULTS = {"max_hours": None, "idle_stop": None, "spot": False, "stop": ["sudo", "-n", "shutdown", "-h", "now"],
+DEFAULTS = {"max_hours": None, "idle_stop": None, "max_cost": None, "usd_per_h": None, "spent_before": 0.0,
+            "spot": False, "stop": ["sudo", "-n", "shutdown", "-h", "now"],
             "imds": "http://169.254.169.254", "poll": 5.0, "auto_resume": True, "boot_hook": False,
             "nvidia_smi": "nvidia-smi"}
 GPU_BUSY = 10  # % utilisation: a GPU this busy is in use (a job started by hand in screen/tmux), not idle
@@ -176,6 +179,8 @@ def run_job(root: Path) -> int:
         # Into a file, Python and C programs buffer their output by the 4-8 kB block: the log would show
         # nothing until the end, and lose the tail to a kill. Unbuffered Python, line-buffered stdio instead.
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if config(root).get("instance_type"):  # `tenfold bench` records what it measures under the type
+            env["TENFOLD_INSTANCE_TYPE"] = config(root)["instance_type"]
         wrapper = ["stdbuf", "-oL", "-eL"] if shutil.which("stdbuf") else []
         try:
             child = subprocess.Popen(wrapper + argv, cwd=job_dir(root, spec), stdout=out, stderr=subprocess.STDOUT,
@@ -354,6 +359,26 @@ def boot_time() -> float:
         return float(next(line.split()[1] for line in f if line.startswith("btime ")))
 
 
+def spent_base(root: Path, cfg: dict) -> float:
+    """USD the instance cost before this boot's running time: the laptop's figure (spent_before, from its cost
+    ledger), or what this agent counted before a restart nobody told the laptop of (AWS restarting a spot
+    instance), whichever is more."""
+    try:
+        last = json.loads((root / "spent.json").read_text())
+    except (OSError, ValueError):
+        last = {}
+    same_boot = last.get("boot") == round(boot_time())
+    return max(cfg["spent_before"] or 0.0, float(last.get("base" if same_boot else "spent", 0.0)))
+
+
+def spent_now(root: Path, cfg: dict, base: float, started: float) -> float:
+    """USD spent so far at the launch price (--max-cost), kept in spent.json for a later boot and for `status`."""
+    spent = base + cfg["usd_per_h"] * max(0.0, time.time() - started) / 3600
+    write_atomic(root / "spent.json", json.dumps({"boot": round(boot_time()), "base": base, "spent": spent,
+                                                  "cap": cfg["max_cost"], "usd_per_h": cfg["usd_per_h"]}))
+    return spent
+
+
 def stop_machine(root: Path, cfg: dict, why: str) -> None:
     interrupt_job(root, why)
     log(root, f"{why}: stopping the machine ({' '.join(cfg['stop'])})")
@@ -373,8 +398,11 @@ def watch(root: Path) -> None:
     # --max-hours counts from the instance's start (AWS's LaunchTime, reset at every start, as tenfold passed
     # it), or from this boot if later (AWS restarted it alone): never from the agent's own (re)start.
     started = max(boot_time(), cfg.get("running_since") or 0.0)
+    capped = bool(cfg["max_cost"] and cfg["usd_per_h"])  # --max-cost, at the price the launch was made at
+    base = spent_base(root, cfg) if capped else 0.0
     idle_since = time.monotonic()
     log(root, f"agent started: max_hours={cfg['max_hours'] or 'none'} idle_stop={cfg['idle_stop'] or 'none'} "
+              f"max_cost={cfg['max_cost'] or 'none'} "
               f"(seconds) spot={cfg['spot']} running since "
               f"{datetime.datetime.fromtimestamp(started, datetime.timezone.utc):%Y-%m-%dT%H:%M:%SZ}")
     if cfg["auto_resume"] and job_state(root) == "interrupted":
@@ -389,6 +417,9 @@ def watch(root: Path) -> None:
                 interrupt_job(root, f"spot interruption notice ({notice.get('action')} at {notice.get('time')})")
         if cfg["max_hours"] and time.time() - started >= cfg["max_hours"] * 3600:
             return stop_machine(root, cfg, f"--max-hours {cfg['max_hours']:g} reached")
+        if capped and (spent := spent_now(root, cfg, base, started)) >= cfg["max_cost"]:
+            return stop_machine(root, cfg, f"--max-cost ${cfg['max_cost']:.2f} reached (${spent:.4f} at "
+                                           f"${cfg['usd_per_h']:.4f}/h)")
         if (job_state(root) == "running" or ssh_logins() or gpu_busy(cfg["nvidia_smi"])
                 or notebook_busy(root, time.time() - (now - idle_since))):
             idle_since = now

@@ -43,3 +43,42 @@ def catalog() -> dict[str, InstanceType]:
 def catalog_date() -> str:
     return next((w.rstrip(";.") for w in catalog_text().split() if w[:4].isdigit() and w.count("-") == 2),
                 "unknown")
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    gpu: str
+    fp32_tflops: float          # published peak, dense
+    tensor_16bit_tflops: float  # published peak of its 16-bit tensor cores, dense
+    tensor_16bit: str           # fp16 or bf16: what precision "auto" uses on it
+
+
+@dataclass(frozen=True)
+class Measurement:
+    type: str
+    model: str
+    precision: str
+    train_images_per_s: float
+    measured: str               # date, YYYY-MM-DD
+    source: str                 # where: "tenfold bench on this account", a BENCHMARKS.md section
+
+
+def data_rows(text: str) -> list[dict]:
+    return list(csv.DictReader(line for line in text.splitlines() if line and not line.startswith("#")))
+
+
+@functools.lru_cache(maxsize=1)
+def gpu_specs() -> dict[str, GpuSpec]:
+    """GPU name (as the catalogue's `gpu`) -> its published peak throughput (gpu_specs.csv)."""
+    rows = data_rows(resources.files("tenfold.cloud").joinpath("gpu_specs.csv").read_text())
+    return {r["gpu"]: GpuSpec(r["gpu"], float(r["fp32_tflops"]), float(r["tensor_16bit_tflops"]), r["tensor_16bit"])
+            for r in rows}
+
+
+def measurements(extra: str = "") -> list[Measurement]:
+    """The throughputs measured on catalogue types: the package's (measured.csv), then `extra` (the same CSV
+    format, this account's own), later rows first."""
+    text = resources.files("tenfold.cloud").joinpath("measured.csv").read_text()
+    rows = data_rows(text) + data_rows(extra)
+    return [Measurement(r["type"], r["model"], r["precision"], float(r["train_images_per_s"]), r["measured"],
+                        r["source"]) for r in reversed(rows)]

@@ -22,6 +22,13 @@ def duration_or_off(text: str) -> float:
     return duration(text) or 0.0
 
 
+def dollars_or_off(text: str) -> float:
+    """--max-cost: US dollars above 0 ($ and a leading sign-free number), or off (0.0: no cap)."""
+    if text.strip().lower() in ("off", "none"):
+        return 0.0
+    return positive_number(text.strip().lstrip("$"))
+
+
 def instance_name(text: str) -> str:
     """NAME of a tenfold instance: it becomes tenfold-NAME in AWS names, file names and ~/.ssh/config."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}", text):
@@ -108,8 +115,12 @@ def cmd_jobs(args) -> int:
 
     if args.cloud_command == "run" and (args.stop or args.down) and args.host:
         raise TenfoldError("--stop and --down are for tenfold's cloud instances, not for --host")
+    if args.cloud_command == "run" and args.max_cost is not None and args.host:
+        raise TenfoldError("--max-cost is for tenfold's cloud instances (their price is AWS's), not for --host")
     if args.cloud_command == "run" and args.resume and (args.remote or args.force):
         raise TenfoldError("--resume continues the job already on the host: give no command after -- and no --force")
+    if args.cloud_command == "run" and args.max_cost is not None:
+        cap_run(args)  # first: a stopped instance started for --resume then counts against the new cap
     host, started = host_for(args)
     how = f"--host {args.host}" if args.host else (args.name or "default")  # NAME as the user gives it
     if args.cloud_command == "fetch":
@@ -148,6 +159,20 @@ def cmd_jobs(args) -> int:
     return status
 
 
+def cap_run(args) -> None:
+    """`run --max-cost USD`: the instance may cost USD more from now; its agent stops the job and it there."""
+    from tenfold.cloud.remote import configured
+    name = args.name or "default"
+    if not configured(f"tenfold-{name}"):
+        raise TenfoldError(f"--max-cost is for tenfold's cloud instances (their price is AWS's); '{name}' is not "
+                           "one (see `tenfold cloud status`)")
+    cloud_module()
+    from tenfold.cloud import instances
+    spent, cap = instances.cap_spending(name, args.max_cost, args.region, args.profile)
+    print(f"tenfold: --max-cost ${args.max_cost:.2f}: tenfold-{name} has cost ${spent:.2f} so far and stops itself "
+          f"at ${cap:.2f} (finished epochs kept: `tenfold cloud run {name} --resume` continues)", file=sys.stderr)
+
+
 def follow(host: str, how: str, fetch: bool) -> int:
     """Stream the job's log to its end (Ctrl-C detaches, saying how to come back), then fetch runs/ if asked."""
     from tenfold.cloud import jobs
@@ -160,6 +185,9 @@ def follow(host: str, how: str, fetch: bool) -> int:
     if fetch:
         fetched = jobs.fetch(host, Path.cwd())
         print(f"tenfold: job exited with {status}; fetched {', '.join(fetched) or 'nothing'}", file=sys.stderr)
+        from tenfold.cloud.plan import import_measurements
+        if import_measurements(Path.cwd() / "runs" / "bench"):  # a `tenfold bench` there: plans now say measured
+            print("tenfold: its `tenfold bench` throughput is kept for `tenfold cloud plan`", file=sys.stderr)
     return status
 
 
@@ -184,7 +212,8 @@ def cmd_instances(args) -> int:
         market = False if args.on_demand else (True if args.spot else None)
         result = inst.up(args.name, args.type, market, args.disk, args.region, args.profile, args.cidr,
                          args.max_price, args.ami, wait=0 if args.no_wait else args.wait,
-                         guardrails={"max_hours": args.max_hours, "idle_stop": args.idle_stop},
+                         guardrails={"max_hours": args.max_hours, "idle_stop": args.idle_stop,
+                                     "max_cost": args.max_cost},
                          change_guardrails=args.change_guardrails)
         print(json.dumps(result, indent=2) if args.json else present.format_up(result))
     elif args.cloud_command == "status":
@@ -220,8 +249,11 @@ def add_up(csub):
     p.add_argument("--idle-stop", type=duration_or_off, metavar="DURATION",
                    help="the instance stops itself after this long with no job running, no ssh session or tunnel, "
                         "no notebook in use and no GPU at work, e.g. 30m, 2h, off or 0 (default 1h)")
+    p.add_argument("--max-cost", type=dollars_or_off, metavar="USD",
+                   help="the instance stops itself once it has cost this many dollars since its launch, at its "
+                        "launch price (compute, disk, IPv4), e.g. 5 or off (default: no cap)")
     p.add_argument("--change-guardrails", action="store_true",
-                   help="let --max-hours/--idle-stop change those of an instance that exists (else refused)")
+                   help="let --max-hours/--idle-stop/--max-cost change those of an instance that exists (else refused)")
     return p
 
 
@@ -243,6 +275,9 @@ def add_instance_commands(csub) -> list:
                                                          "the instance first if it is stopped)")
     r.add_argument("--force", action="store_true", help="start a new job even though the last one was interrupted "
                                                         "and not resumed (its files stay on the host)")
+    r.add_argument("--max-cost", type=positive_number, metavar="USD",
+                   help="this job may cost at most this many dollars more: at the cap the agent stops it (finished "
+                        "epochs kept, resumable) and stops the instance (tenfold's instances only)")
     r.add_argument("name", nargs="?", metavar="NAME", help="the instance's name, or any ssh host (default: default)")
     r.add_argument("remote", nargs="*", metavar="-- COMMAND", help="what to run there, after --")
     lg = csub.add_parser("logs", help="follow the running job's log until it ends")
@@ -273,12 +308,32 @@ def add_instance_commands(csub) -> list:
     return parsers
 
 
+def add_plan(csub) -> None:
+    """`cloud plan` takes a training job as `tenfold train` does (every setting's flag, and --devices)."""
+    from tenfold.argtypes import add_settings
+    from tenfold.config import TrainConfig
+    p = csub.add_parser("plan", help="what a training job will take and cost on each GPU type, before launching",
+                        description="Estimate a `tenfold train` job on every GPU type of the catalogue: epoch and "
+                                    "total time (start-up included), today's price, the cost, and whether the "
+                                    "account's quota allows it now; cheapest first.")
+    add_settings(p, TrainConfig)
+    p.add_argument("--devices", help="train on N GPUs (or auto: every GPU of the instance); default one")
+    market = p.add_mutually_exclusive_group()
+    market.add_argument("--spot", action="store_true", help="spot prices, the latest in each zone (the default)")
+    market.add_argument("--on-demand", action="store_true", help="on-demand prices (the catalogue's)")
+    for parser in (p,):
+        parser.add_argument("--region", help="AWS region (default: the profile's, else us-east-1)")
+        parser.add_argument("--profile", help="AWS profile (default: boto3's standard chain)")
+        parser.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
 def add_parser(sub) -> None:
     cloud = sub.add_parser("cloud", help="GPU instances on AWS: prices, quotas, launch, stop, terminate")
     csub = cloud.add_subparsers(dest="cloud_command", required=True, parser_class=Parser, metavar="COMMAND")
     p = csub.add_parser("gpus", help="GPU types with on-demand and live spot prices, and what the quotas allow")
     p.add_argument("--history", metavar="DAYS", help="add each type's spot min/median/max over this period, e.g. 30d")
     p.add_argument("--regions", action="store_true", help="list the regions that offer each type")
+    add_plan(csub)
     q = csub.add_parser("quota", help="the account's GPU vCPU quotas, and increase requests")
     q.add_argument("--request", type=positive_int, metavar="VCPUS", help="ask AWS to raise the quota to this many vCPUs")
     q.add_argument("--family", default="g", choices=["g", "p"], help="g: G and VT types (default); p: P types")

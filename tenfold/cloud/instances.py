@@ -12,7 +12,7 @@ import datetime
 
 from tenfold.cloud import aws, cost, jobs
 from tenfold.cloud.catalog import catalog
-from tenfold.cloud.guardrails import Guardrails, agent_settings
+from tenfold.cloud.guardrails import PRICE_TAG, Guardrails, agent_settings, launch_price, launch_time
 from tenfold.cloud.present import summary
 from tenfold.cloud.pricing import hourly_cost, volumes
 from tenfold.cloud.provision import caller_cidr, create, ensure_security_group, key_path, remove, resource_name
@@ -45,6 +45,8 @@ def name_lock(name: str, region: str):
 def check_request(name: str, itype: str | None, disk: int | None, guardrails: dict) -> None:
     if guardrails.get("max_hours") is not None and guardrails["max_hours"] < 0:
         raise ConfigError(f"--max-hours must be above 0 (or off), got {guardrails['max_hours']}")
+    if guardrails.get("max_cost") is not None and guardrails["max_cost"] < 0:
+        raise ConfigError(f"--max-cost must be above 0 dollars (or off), got {guardrails['max_cost']}")
     if disk is not None and not 30 <= disk <= 16384:
         raise ConfigError(f"--disk must be between 30 and 16384 GB, got {disk}")
     if itype is not None and itype not in catalog():
@@ -81,13 +83,14 @@ def up(name: str = "default", itype: str | None = None, spot: bool | None = None
             rails = Guardrails().merged(asked)
             instance = create(s, name, region, itype or "g4dn.xlarge", True if spot is None else spot,
                               disk or 100, cidr, max_price, ami, rails, profile)
+            instance = keep_launch_price(s, instance, region)
             action = "launched"
     try:
         if instance.get("PublicIpAddress"):
             write_host(resource_name(name), instance["PublicIpAddress"], key_path(name), instance["InstanceId"])
             if wait > 0:
                 wait_for_ssh(resource_name(name), wait)
-                jobs.install_agent(resource_name(name), agent_settings(instance, rails))
+                jobs.install_agent(resource_name(name), agent_config(s, instance, rails, region))
             elif action == "found" and changed:
                 warn(f"--no-wait: the changed guardrails reach the instance when tenfold next connects "
                      f"(`tenfold cloud up {name}` again, or `tenfold cloud start {name}`)")
@@ -97,6 +100,37 @@ def up(name: str = "default", itype: str | None = None, spot: bool | None = None
         raise
     return {"name": name, "action": action, "instance": summary(instance), "cost": hourly_cost(s, instance, region),
             "guardrails": vars(rails)}
+
+
+def keep_launch_price(s, instance: dict, region: str) -> dict:
+    """Tag the instance with what it costs an hour running at launch (spot: the zone's price then; unknown:
+    on-demand's, above it): --max-cost counts with this price. The instance, with the tag."""
+    rates = hourly_cost(s, instance, region)
+    compute = rates["compute"] if rates["compute"] is not None else catalog()[instance["InstanceType"]].on_demand_usd_per_h
+    tag = {"Key": PRICE_TAG, "Value": f"{compute + rates['storage'] + rates['ipv4']:.6f}"}
+    with aws.aws_errors(region):
+        aws.client(s, "ec2", region).create_tags(Resources=[instance["InstanceId"]], Tags=[tag])
+    return {**instance, "Tags": [t for t in instance.get("Tags", []) if t["Key"] != PRICE_TAG] + [tag]}
+
+
+def earlier_cost(instance: dict, usd_per_h: float) -> float:
+    """USD of the instance's starts before this one, at `usd_per_h` (from the cost ledger's running intervals)."""
+    events = cost.read_ledger().get(instance["InstanceId"])
+    if not events:
+        return 0.0
+    this_start = launch_time(instance)
+    running, _, _ = cost.intervals(events, cost.now())
+    return usd_per_h * sum((b - a).total_seconds() for a, b in running if b <= this_start) / 3600
+
+
+def agent_config(s, instance: dict, rails: Guardrails, region: str) -> dict:
+    """The agent's settings for `instance`: its guardrails, its launch price and what its earlier starts cost."""
+    price = launch_price(instance)
+    if price is None:  # launched before tenfold kept the price: today's
+        rates = hourly_cost(s, instance, region)
+        price = (rates["compute"] or catalog()[instance["InstanceType"]].on_demand_usd_per_h) + rates["storage"] + \
+            rates["ipv4"]
+    return agent_settings(instance, rails, price, earlier_cost(instance, price))
 
 
 def existing(s, name: str, region: str, found: list[dict], itype, spot, disk, ami, max_price, asked: dict,
@@ -153,16 +187,37 @@ def status(region: str | None = None, profile: str | None = None) -> list[dict]:
     s = aws.session(region, profile)
     region = aws.region_of(s)
     now = datetime.datetime.now(datetime.timezone.utc)
-    rows = []
-    for inst in aws.find_instances(s, None, region):
+    rows, found = [], aws.find_instances(s, None, region)
+    for inst in found:
         cost.note_launch(s, inst, region)  # one tenfold never saw answered (Ctrl-C, a crash): in the ledger now
+    spent = {r["id"]: r["total_usd"] for r in cost.report(region, profile)["instances"]} if found else {}
+    for inst in found:
         row = summary(inst)
+        row["spent_usd"] = spent.get(inst["InstanceId"])  # since launch, as `tenfold cloud cost` says
         row["cost"] = hourly_cost(s, inst, region)
         row["guardrails"] = vars(Guardrails.of(inst))
         row["uptime_h"] = ((now - inst["LaunchTime"]).total_seconds() / 3600
                            if inst["State"]["Name"] == "running" else 0.0)
         rows.append(row)
     return rows
+
+
+def cap_spending(name: str, more_usd: float, region: str | None, profile: str | None) -> tuple[float, float]:
+    """`cloud run --max-cost`: instance NAME may cost `more_usd` more than it has so far (the cost report's
+    figure): its --max-cost becomes that total, on its tags and (if it answers) its agent. (spent, cap) in USD."""
+    if not more_usd > 0:
+        raise ConfigError(f"--max-cost must be above 0 dollars, got {more_usd:g}")
+    s = aws.session(region, profile)
+    region = aws.region_of(s)
+    inst = one(s, name, region)
+    spent = next((r["total_usd"] for r in cost.report(region, profile)["instances"] if r["id"] == inst["InstanceId"]),
+                 0.0)
+    rails = Guardrails(**{**vars(Guardrails.of(inst)), "max_cost": spent + more_usd})
+    with aws.aws_errors(region):
+        aws.client(s, "ec2", region).create_tags(Resources=[inst["InstanceId"]], Tags=rails.tags())
+    if inst["State"]["Name"] == "running" and inst.get("PublicIpAddress"):
+        jobs.install_agent(resource_name(name), agent_config(s, inst, rails, region))
+    return spent, spent + more_usd
 
 
 def one(s, name: str, region: str) -> dict:
@@ -207,18 +262,20 @@ def start(name: str = "default", region: str | None = None, profile: str | None 
     the agent resumes an interrupted job."""
     inst = change_state(name, region, profile, "start")
     if inst.get("PublicIpAddress"):
-        connect(name, inst, wait)
+        connect(name, inst, wait, region, profile)
     return inst
 
 
-def connect(name: str, inst: dict, wait: float) -> None:
+def connect(name: str, inst: dict, wait: float, region: str | None = None, profile: str | None = None) -> None:
     """Point `ssh tenfold-NAME` at the running instance's address (a restart gives it a new one) and, waiting
     for ssh, make sure its agent runs with the instance's guardrails, counted from this start (the agent resumes
     an interrupted job)."""
     write_host(resource_name(name), inst["PublicIpAddress"], key_path(name), inst["InstanceId"])
     if wait > 0:
         wait_for_ssh(resource_name(name), wait)
-        jobs.install_agent(resource_name(name), agent_settings(inst, Guardrails.of(inst)))
+        s = aws.session(region, profile)
+        region = aws.region_of(s)
+        jobs.install_agent(resource_name(name), agent_config(s, inst, Guardrails.of(inst), region))
 
 
 def interrupted(inst: dict) -> bool:
@@ -258,7 +315,7 @@ def reach(name: str, region: str | None, profile: str | None, wait: float = SSH_
         cost.catch_up(inst, name, region)  # AWS's own start, at its launch time
     elif inst["State"]["Name"] not in ("running", "pending") or not inst.get("PublicIpAddress"):
         raise aws.CloudError(f"tenfold-{name} is {inst['State']['Name']}: see `tenfold cloud status`")
-    connect(name, inst, wait)
+    connect(name, inst, wait, region, profile)
     return resource_name(name), False
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 from tenfold.cloud import aws
 from tenfold.cloud.guardrails import Guardrails
 from tenfold.cloud.provision import resource_name
+from tenfold.cloud.gpus import PRICE_REGION
+from tenfold.cloud.plan import DISK_GB
 from tenfold.tables import table
 
 def summary(instance: dict) -> dict:
@@ -35,9 +37,12 @@ def format_status(rows: list[dict]) -> str:
     for r in rows:
         c, g = r["cost"], Guardrails(**r["guardrails"])
         rate = (c["compute"] or 0.0) + c["storage"] + c["ipv4"]
+        spent = "n/a" if r.get("spent_usd") is None else f"{r['spent_usd']:.2f}"
+        if g.max_cost is not None:
+            spent += f" of {g.max_cost:.2f}"  # --max-cost: the agent stops the instance there
         cells.append([r["name"] or "?", r["type"], r["market"], r["state"], r["zone"], r["ip"] or "-",
-                      f"{r['uptime_h']:.2f}", f"{rate:.4f}", f"{rate * r['uptime_h']:.2f}", g.describe()])
-    return table(cells, ["name", "type", "market", "state", "zone", "address", "up (h)", "$/h", "so far $",
+                      f"{r['uptime_h']:.2f}", f"{rate:.4f}", spent, g.describe()])
+    return table(cells, ["name", "type", "market", "state", "zone", "address", "up (h)", "$/h", "spent $",
                          "guardrails"], "llllllrrr")
 
 
@@ -54,3 +59,37 @@ def format_down(name: str, gone: dict) -> str:
         text += (f"\nnote: AWS still holds security group {gone['security_group_left']} for the terminated instance "
                  f"(it costs nothing); `tenfold cloud down {name}` again in a few minutes deletes it")
     return text
+
+
+def span(seconds: float) -> str:
+    """A planned duration as people say it: 45 s, 12 min, 2.5 h."""
+    if seconds < 119.5:
+        return f"{seconds:.0f} s" if seconds >= 9.5 else f"{seconds:.1f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
+
+
+def dollars(usd: float | None) -> str:
+    return "n/a" if usd is None else f"${usd:.2f}" if usd >= 0.995 else f"${usd:.3f}"
+
+
+def format_plan(result: dict) -> str:
+    job, start = result["job"], result["startup"]
+    tta = f" (+{job['tta_views']} test-time views of the {job['val_images']:,} on the last)" if job["tta_views"] else ""
+    lines = [f"{job['model']}, {job['epochs']} epochs of {job['train_images']:,} images{tta}, "
+             f"{job['train_flops'] / 1e6:,.0f} MFLOPs per training image: {job['flops'] / 1e15:.3g} PFLOPs in all; "
+             f"{result['market']} in {result['region']}"]
+    cells = [[r["type"], f"{r['gpus']}x {r['gpu']}" if r["gpus"] > 1 else r["gpu"], span(r["epoch_s"]),
+              span(r["run_s"]), span(r["total_s"]), "n/a" if r["usd_per_h"] is None else f"{r['usd_per_h']:.4f}",
+              dollars(r["cost_usd"]), r["quota"], r["basis"]] for r in result["types"]]
+    lines.append(table(cells, ["type", "GPU", "epoch", "training", "total", f"{result['market']} $/h", "cost",
+                               "quota now", "basis"], "llrrrrrll"))
+    data = "CIFAR-10 downloaded there" if job["data_bytes"] == 0 else f"{job['data_bytes'] / 1e6:,.0f} MB sent"
+    lines.append(f"Start-up, in every total: boot {span(start['boot_s'])} + install {span(start['install_s'])} + "
+                 f"data {span(start['data_s'])} ({data}) = {span(sum(start.values()))}.")
+    lines.append(f"Derived: the job's FLOPs at {result['efficiency']:.0%} of the GPU's published peak, at least "
+                 f"{result['step_s'] * 1000:g} ms a step; measured: `tenfold bench` on that type. Cost: compute + "
+                 f"{DISK_GB} GB gp3 + public IPv4; on-demand prices: {PRICE_REGION}'s list of {result['catalog_date']}.")
+    if result["aws"]:
+        lines.append(f"Not asked of AWS ({result['aws']}): no spot prices, no quotas; times and on-demand prices "
+                     "stand")
+    return "\n".join(lines)

@@ -118,7 +118,8 @@ def create(s, name: str, region: str, itype: str, spot: bool, disk: int, cidr: s
         key = ensure_key_pair(s, name, region)
         group = ensure_security_group(s, name, region, allowed)
         instance = launch(s, name, region, itype, spot, disk, dlami(s, region, ami), key, group, max_price,
-                          jobs.boot_script(rails.settings(spot)), rails, launched)
+                          jobs.boot_script(rails.settings(spot, usd_per_h=ceiling_price(itype, disk))), rails,
+                          launched)
         keep_first(s, name, region, instance)
     except KeyboardInterrupt:
         what = (f"tenfold-{name} ({launched[0]['InstanceId']}) is launched and bills" if launched else
@@ -135,6 +136,13 @@ def create(s, name: str, region: str, itype: str, spot: bool, disk: int, cidr: s
                                  f"`tenfold cloud down {name}`")
         raise
     return instance
+
+
+def ceiling_price(itype: str, disk: int) -> float:
+    """$/h at most before the launch price is known: on-demand (above any spot price), gp3, IPv4. The boot
+    script's --max-cost counts with it until tenfold connects and gives the agent the launch price."""
+    return catalog()[itype].on_demand_usd_per_h + disk * cost.GP3_USD_PER_GB_MONTH / cost.HOURS_PER_MONTH + \
+        cost.IPV4_USD_PER_H
 
 
 def launch(s, name: str, region: str, itype: str, spot: bool, disk: int, image: str, key: str, group: str,

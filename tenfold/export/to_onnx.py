@@ -24,7 +24,7 @@ import torch
 from tenfold.data import ImageSet
 from tenfold.errors import TenfoldError
 from tenfold.export.graph import Preprocessed, plain_pytorch
-from tenfold.fileio import fsync_dir
+from tenfold.fileio import current_umask, fsync_dir, run_busy
 from tenfold.training.infer import Trained, load_trained, probabilities
 from tenfold.training.run import run_photo
 from tenfold.version import __version__
@@ -43,6 +43,7 @@ class Exported:
     max_difference: float               # onnxruntime against tenfold on the check images, probability units
     checked_images: int
     onnxruntime: str                    # its version
+    tenfold_precision: str              # what `tenfold predict` computes in here (the file: fp32)
 
 
 def export_onnx(run_dir: str | Path, out: str | Path | None = None) -> Exported:
@@ -51,8 +52,11 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None) -> Exported:
     ([H, W]), resize ("stretch" or "crop"), tenfold_version. Raises TenfoldError (missing extra, a model the
     exporter cannot trace, a verification over TOLERANCE, an unwritable `out`); CheckpointError for a bad run."""
     onnx, ort = import_onnx()
-    out = output_path(run_dir, out)
+    holder = run_busy(Path(run_dir))
+    if holder:
+        raise TenfoldError(f"{run_dir} is still training (tenfold pid {holder}); export it when it has finished")
     trained = load_trained(run_dir, "cpu")
+    out = output_path(run_dir, out)
     program = trace(Preprocessed(plain_pytorch(trained.model), trained.ckpt["mean"], trained.ckpt["std"],
                                  run_photo(trained.ckpt)).eval(), trained.shape)
     program.model.metadata_props.update(metadata(trained, run_dir))
@@ -65,12 +69,14 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None) -> Exported:
         if difference > TOLERANCE:
             raise TenfoldError(f"the exported model disagrees with tenfold by {difference:.1e} in probability "
                                f"(over {TOLERANCE:g}); nothing was written")
+        os.chmod(tmp, 0o666 & ~current_umask())  # as any file the user writes (mkstemp makes it private)
         os.replace(tmp, out)
         fsync_dir(out.parent)
     finally:
         Path(tmp).unlink(missing_ok=True)
     opset = next(v for domain, v in program.model.opset_imports.items() if domain == "")
-    return Exported(out, opset, (*trained.shape, 3), trained.classes, difference, CHECK_IMAGES, ort.__version__)
+    return Exported(out, opset, (*trained.shape, 3), trained.classes, difference, CHECK_IMAGES, ort.__version__,
+                    trained.precision)
 
 
 def import_onnx():
@@ -78,17 +84,26 @@ def import_onnx():
         import onnx
         import onnxruntime
         import onnxscript  # noqa: F401  (torch.onnx's exporter builds the graph with it)
-    except ImportError as e:
-        raise TenfoldError(f"tenfold export needs {NEEDS}; {e.name} is missing") from e
+    except ImportError as e:  # not installed (e.name), or installed and broken (its own message)
+        raise TenfoldError(f"tenfold export needs {NEEDS}; {e.name or e}: missing or broken") from e
     return onnx, onnxruntime
 
 
 def output_path(run_dir: str | Path, out: str | Path | None) -> Path:
+    """Where to write: `out`, else RUN_DIR/model.onnx; its folder made. TenfoldError for a folder, for a file
+    that exists and is not an earlier export (a run's checkpoint.pt, say), for a path through a file."""
     path = Path(out) if out is not None else Path(run_dir) / "model.onnx"
     if path.is_dir():
         raise TenfoldError(f"--out {path} is a folder; name the file to write (e.g. {path / 'model.onnx'})")
-    if out is not None:
+    if path.exists() and path.suffix.lower() != ".onnx":
+        raise TenfoldError(f"--out {path} exists and is not an .onnx file: tenfold writes over an earlier export "
+                           "only; name another file")
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        raise TenfoldError(f"--out {path}: {e.filename} is a file, not a folder") from e
+    except OSError as e:
+        raise TenfoldError(f"--out {path}: cannot make its folder ({e.strerror})") from e
     return path
 
 

@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from tenfold.data.decode import Skip, decode
 from tenfold.errors import TenfoldError
+from tenfold.log import warn
 from tenfold.training.infer import Trained, predict_images
 
 MAX_UPLOAD = 10 * 2**20   # bytes: the largest image (or form) /predict accepts
@@ -71,7 +72,7 @@ def make_app(predictor: Predictor) -> Starlette:
 def top_k(request: Request, classes: int) -> int:
     raw = request.query_params.get("top", "3")
     if not raw.isdigit() or int(raw) < 1:
-        raise HTTPException(400, f"top must be a whole number of at least 1, got {raw!r}")
+        raise HTTPException(400, f"top must be a whole number of at least 1, got {raw[:20]!r}")
     return min(int(raw), classes)
 
 
@@ -128,4 +129,5 @@ async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
 async def server_error(request: Request, exc: Exception) -> JSONResponse:
     """A failure of the model itself (a TenfoldError says what), not of the request: 500, still one line."""
     message = str(exc) if isinstance(exc, TenfoldError) else f"the server failed on this request ({exc!r:.120})"
+    warn(f"{request.method} {request.url.path}: {message.splitlines()[0]}")  # one line on the server's console
     return JSONResponse({"error": message.splitlines()[0]}, status_code=500)

@@ -1,14 +1,17 @@
 """`tenfold bench`: the seed's LeNet-5 epoch on every device here, beside the seed's own numbers."""
 from __future__ import annotations
 
+import datetime
 import statistics
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from tenfold.config import TrainConfig
 from tenfold.data import ImageSet, Splits, open_dataset
+from tenfold.fileio import atomic_write_text
 from tenfold.training.callbacks import ProgressBar
 from tenfold.training.device import describe
 from tenfold.training.fit import fit
@@ -54,6 +57,21 @@ def bench(data: str | None = None, epochs: int = 3, devices: list[str] | None = 
     splits = open_dataset(data, quiet=True) if data else synthetic_cifar()
     show = sys.stderr.isatty() if progress is None else progress
     return [bench_device(d, splits, epochs, batch_size, show) for d in devices or devices_here()]
+
+
+def record_measured(rows: list[dict], instance_type: str, folder: Path = Path("runs") / "bench") -> Path | None:
+    """On a cloud instance (the agent names its type): the GPU rows as measured.csv lines (tenfold.cloud.catalog),
+    written to runs/bench/, which `tenfold cloud run` fetches and adds to this account's measurements, so that
+    `tenfold cloud plan` says "measured" for LeNet-5 on that type. The file, or None without a GPU row."""
+    today = datetime.date.today().isoformat()
+    lines = [f"{instance_type},lenet5,fp32,{r['images_per_s']:.1f},{today},tenfold bench on this account"
+             for r in rows if r["device"].endswith("(cuda)")]
+    if not lines:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"measured-{instance_type}-{datetime.datetime.now():%Y%m%d-%H%M%S}.csv"
+    atomic_write_text(path, "type,model,precision,train_images_per_s,measured,source\n" + "\n".join(lines) + "\n")
+    return path
 
 
 def format_bench(rows: list[dict]) -> str:

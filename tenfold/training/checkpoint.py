@@ -33,6 +33,8 @@ def load_checkpoint(run_dir: str | Path) -> dict:
     """The checkpoint of a run directory; a clear error for anything that is not one."""
     run = Path(run_dir)
     path = run / CHECKPOINT
+    if run.is_file():
+        raise CheckpointError(f"{run_dir} is a file: give the run directory (the folder that holds {CHECKPOINT})")
     if not run.is_dir():
         raise CheckpointError(f"{run_dir}: no such run directory")
     if not path.is_file():

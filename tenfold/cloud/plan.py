@@ -1,0 +1,154 @@
+"""`tenfold cloud plan`: what a training job will take and cost on each GPU type, before anything is launched.
+
+For each catalogue type: the job's epoch time, from a measurement of that type and model where one is recorded
+(measured.csv, or `tenfold bench` on an instance of this account), else derived from the job's FLOPs and the GPU's
+published peak (gpu_specs.csv) at a stated efficiency; then today's price (spot: the latest in each zone, the
+cheapest zone's; on-demand: the catalogue's), the start-up (boot, install, data sync) and the quota. Without AWS
+credentials it still gives the times and on-demand prices.
+
+    epoch_s = steps * STEP_S + FLOPs per epoch / (peak * EFFICIENCY)          (derived)
+    epoch_s = train_images / measured images/s * (1 + validation's share)    (measured)
+    total_s = STARTUP + epochs * epoch_s + test-time views * validation_s
+    cost    = total_s / 3600 * (compute + gp3 storage + public IPv4, $/h)
+"""
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from pathlib import Path
+
+from tenfold.cloud import aws, cost
+from tenfold.cloud.catalog import InstanceType, Measurement, catalog, catalog_date, gpu_specs, measurements
+from tenfold.cloud.gpus import PRICE_REGION, latest_per_zone, quota_table
+from tenfold.errors import TenfoldError
+from tenfold.fileio import atomic_write_text, tenfold_home
+from tenfold.workload import Workload
+
+# airbench94 (Jordan, 2024) trains its 10 epochs in 3.8 s on an A100: its FLOPs over that time are 30 % of the
+# A100's 312 TFLOPS bf16 peak. A well-fed small CNN reaches about that; LeNet-size nets are bound by STEP_S.
+EFFICIENCY = 0.30
+STEP_S = 0.002          # seconds per step at least, whatever its FLOPs: kernel launches and Python (eager PyTorch)
+BOOT_S = 120            # launch until ssh answers (the Deep Learning AMI on a G instance)
+INSTALL_S = 90          # tenfold and its extras installed beside the AMI's PyTorch
+UPLOAD_BYTES_PER_S = 5e6   # the data sent from here: a 40 Mbit/s uplink
+CIFAR10_S = 30          # `--data cifar10`: downloaded (163 MB) and unpacked on the instance
+DISK_GB = 100           # `tenfold cloud up`'s default root volume, gp3
+
+
+@dataclass(frozen=True)
+class Startup:
+    boot_s: float
+    install_s: float
+    data_s: float
+
+    @property
+    def seconds(self) -> float:
+        return self.boot_s + self.install_s + self.data_s
+
+
+def startup(work: Workload) -> Startup:
+    data_s = CIFAR10_S if work.data_bytes == 0 else work.data_bytes / UPLOAD_BYTES_PER_S
+    return Startup(BOOT_S, INSTALL_S, data_s)
+
+
+HEADER = "type,model,precision,train_images_per_s,measured,source"
+
+
+def measured_path() -> Path:
+    return tenfold_home() / "cloud" / "measured.csv"
+
+
+def account_measurements() -> str:
+    return measured_path().read_text() if measured_path().exists() else ""
+
+
+def import_measurements(folder) -> int:
+    """Add the measurements `tenfold bench` left in `folder` (runs/bench, fetched from an instance) to this
+    account's measured.csv, each line once; how many were new."""
+    have = set(account_measurements().splitlines())
+    new = [line for f in sorted(Path(folder).glob("measured-*.csv")) for line in f.read_text().splitlines()[1:]
+           if line.strip() and line not in have]
+    new = list(dict.fromkeys(new))
+    if new:
+        text = account_measurements() or HEADER + "\n"
+        measured_path().parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(measured_path(), text + "\n".join(new) + "\n")
+    return len(new)
+
+
+def measured_for(work: Workload, itype: str, found: list[Measurement]) -> Measurement | None:
+    return next((m for m in found if m.type == itype and m.model == work.model), None)
+
+
+def epoch_seconds(work: Workload, itype: InstanceType, found: list[Measurement]) -> tuple[float, float, str]:
+    """(epoch seconds, seconds of one extra validation view, the basis in words) of `work` on `itype`."""
+    measured = measured_for(work, itype.type, found)
+    val_share = work.val_images * work.eval_flops / (work.train_images * work.train_flops)
+    if measured:
+        train_s = work.train_images / measured.train_images_per_s
+        return train_s * (1 + val_share), train_s * val_share, f"measured {measured.measured} ({measured.source})"
+    spec, used = gpu_specs()[itype.gpu], work.gpus_used(itype.gpus)
+    peak = (spec.tensor_16bit_tflops if work.sixteen_bit else spec.fp32_tflops) * 1e12
+    rate = peak * used * EFFICIENCY  # data parallel: each GPU a share of every batch
+    val_s = work.val_images * work.eval_flops / rate
+    epoch = work.steps_per_epoch * STEP_S + work.train_images * work.train_flops / rate + val_s
+    arithmetic = spec.tensor_16bit if work.sixteen_bit else "fp32"
+    gpus = f", {used} of its {itype.gpus} GPUs" if itype.gpus > 1 else ""
+    return epoch, val_s, f"derived: {EFFICIENCY:.0%} of {peak / 1e12:g} TFLOPS {arithmetic}{gpus}"
+
+
+def live_prices(region: str | None, profile: str | None, spot: bool) -> dict:
+    """{'region', 'spot' {type: {zone: $/h}}, 'quotas', 'note'}; without AWS (no credentials, no network) the
+    note says why and the rest is empty."""
+    try:
+        s = aws.session(region, profile)
+        region = aws.region_of(s)
+        prices = latest_per_zone(aws.spot_history(s, list(catalog()), region=region)) if spot else {}
+        return {"region": region, "spot": prices, "quotas": quota_table(s, region), "note": None}
+    except TenfoldError as e:
+        return {"region": region or PRICE_REGION, "spot": {}, "quotas": None, "note": str(e).splitlines()[0]}
+
+
+def hourly(itype: InstanceType, live: dict, spot: bool) -> tuple[float | None, str | None]:
+    """($/h of compute, the zone) in the market asked for; spot: the cheapest zone's latest price, if known."""
+    if not spot:
+        return itype.on_demand_usd_per_h, None
+    zones = live["spot"].get(itype.type, {})
+    if not zones:
+        return None, None
+    zone = min(zones, key=zones.get)
+    return zones[zone], zone
+
+
+def quota_now(itype: InstanceType, live: dict, spot: bool) -> str:
+    if live["quotas"] is None:
+        return "unknown"
+    q = live["quotas"][(itype.family, spot)]
+    if q["free"] is None:
+        return "unknown"
+    return "yes" if q["free"] >= itype.vcpus else f"no: {q['free']:g} of {itype.vcpus} vCPUs free"
+
+
+def plan(work: Workload, region: str | None = None, profile: str | None = None, spot: bool = True) -> dict:
+    """Every catalogue type's time, price and cost for `work`, cheapest first (types without a price last)."""
+    live = live_prices(region, profile, spot)
+    found = measurements(account_measurements())
+    start = startup(work)
+    extras = DISK_GB * cost.GP3_USD_PER_GB_MONTH / cost.HOURS_PER_MONTH + cost.IPV4_USD_PER_H
+    rows = []
+    for itype in catalog().values():
+        epoch_s, view_s, basis = epoch_seconds(work, itype, found)
+        run_s = work.epochs * epoch_s + work.tta_views * view_s
+        price, zone = hourly(itype, live, spot)
+        total_s = start.seconds + run_s
+        rows.append({"type": itype.type, "gpu": itype.gpu, "gpus": itype.gpus, "epoch_s": epoch_s, "run_s": run_s,
+                     "startup_s": start.seconds, "total_s": total_s, "usd_per_h": price, "zone": zone,
+                     "extras_usd_per_h": extras,
+                     "cost_usd": None if price is None else total_s / 3600 * (price + extras),
+                     "startup_usd": None if price is None else start.seconds / 3600 * (price + extras),
+                     "quota": quota_now(itype, live, spot), "basis": basis})
+    rows.sort(key=lambda r: (r["cost_usd"] is None, r["cost_usd"] or 0.0, r["total_s"]))
+    return {"job": work.__dict__ | {"flops": work.epochs * work.flops_per_epoch()}, "market": "spot" if spot else
+            "on-demand", "region": live["region"], "aws": live["note"], "startup": start.__dict__,
+            "catalog_date": catalog_date(), "efficiency": EFFICIENCY, "step_s": STEP_S, "types": rows,
+            "made": datetime.date.today().isoformat()}
