@@ -182,9 +182,9 @@ def cmd_bench(args) -> int:
               file=sys.stderr)
     rows = bench(args.data, args.epochs, args.device, args.batch_size, progress=None if not args.json else False)
     print(json.dumps(rows, indent=2) if args.json else format_bench(rows))
-    if os.environ.get(envvars.INSTANCE_TYPE):  # on a tenfold instance: kept for `tenfold cloud plan`
+    if os.environ.get(envvars.INSTANCE_TYPE) and args.data is None:  # on a tenfold instance: for `cloud plan`
         from tenfold.training.bench import record_measured
-        kept = record_measured(rows, os.environ[envvars.INSTANCE_TYPE])
+        kept = record_measured(rows, os.environ[envvars.INSTANCE_TYPE], batch_size=args.batch_size)
         if kept:
             print(f"tenfold: recorded for `tenfold cloud plan` in {kept}", file=sys.stderr)
     return 0

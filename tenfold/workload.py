@@ -22,6 +22,9 @@ class Workload:
     data_bytes: int         # what `tenfold cloud run` syncs for the data (0: downloaded on the instance)
     data: str               # the data as named
     devices: str | None = None  # `--devices`: N, or auto (every GPU of the instance); None: one GPU
+    image_shape: tuple[int, int] = (32, 32)  # (H, W) the model takes
+    once_flops: float = 0.0     # FLOPs done once, not per epoch: frozen features, a head fitted first
+    depthwise: bool = False     # depthwise convolutions (EfficientNet): far from a GPU's peak
 
     @property
     def steps_per_epoch(self) -> int:
@@ -32,10 +35,15 @@ class Workload:
         return self.precision != "fp32"
 
     def gpus_used(self, gpus: int) -> int:
-        """How many of an instance's `gpus` the job trains on."""
+        """How many GPUs the job asks for on an instance with `gpus` (more than it has: it cannot run there)."""
         if self.devices is None:
             return 1
-        return gpus if self.devices == "auto" else max(1, min(int(self.devices), gpus))
+        return gpus if self.devices == "auto" else int(self.devices)
 
     def flops_per_epoch(self) -> float:
         return self.train_images * self.train_flops + self.val_images * self.eval_flops
+
+    def total_flops(self) -> float:
+        """Every epoch, the last one's test-time views, and what is done once."""
+        return self.epochs * self.flops_per_epoch() + self.tta_views * self.val_images * self.eval_flops + \
+            self.once_flops

@@ -55,7 +55,8 @@ def test_plan_prices_a_preset_on_every_type_cheapest_first(cloud):
     lines = text.stdout.splitlines()
     assert lines[0].startswith("airnet94, 10 epochs of 45,000 images (+6 test-time views")
     assert lines[2].split()[:1] == ["g4dn.xlarge"] and "$0.0" in lines[2] and "derived: 30% of 65" in lines[2]
-    assert any(line.startswith("Start-up, in every total: boot 2 min + install 90 s") for line in lines)
+    assert any(line.startswith("Start-up (assumed), in every total: boot 2 min + install 90 s") for line in lines)
+    assert lines[0].endswith("spot prices for us-east-1")
 
 
 def test_plan_counts_lenet5s_flops_as_the_hand_count_and_a_folders_images(cloud, tmp_path):
@@ -75,10 +76,11 @@ def test_without_aws_credentials_the_plan_still_gives_times_and_on_demand_prices
     rows = {r["type"]: r for r in result["types"]}
     assert rows["g4dn.xlarge"]["usd_per_h"] == 0.526 and rows["g4dn.xlarge"]["quota"] == "unknown"
     assert all(r["cost_usd"] is not None and r["total_s"] > 0 for r in result["types"])
-    spot = plan_json(env=env)                                # spot prices are AWS's: n/a, times still there
-    assert all(r["cost_usd"] is None and r["epoch_s"] > 0 for r in spot["types"])
+    spot = plan_json(env=env)                         # spot prices are AWS's: on-demand's stand in, and it says so
+    assert spot["market"] == "on-demand" and all(r["cost_usd"] is not None for r in spot["types"])
     text = run_cli("cloud", "plan", env=env)
     assert text.returncode == 0 and "Not asked of AWS (no AWS credentials found" in text.stdout
+    assert "on-demand (spot prices need AWS) prices" in text.stdout.splitlines()[0]
 
 
 def test_a_bench_on_an_instance_makes_later_plans_say_measured(tmp_path, monkeypatch):
@@ -87,6 +89,7 @@ def test_a_bench_on_an_instance_makes_later_plans_say_measured(tmp_path, monkeyp
     rows = [{"device": "CPU, 4 threads", "images_per_s": 9_000.0},
             {"device": "NVIDIA T4 (cuda)", "images_per_s": 30_000.0}]
     path = record_measured(rows, "g4dn.xlarge", tmp_path / "runs" / "bench")  # what bench leaves on the instance
+    assert path.read_text().splitlines()[1].startswith("g4dn.xlarge,lenet5,fp32,256,32,30000.0,20")
     assert record_measured(rows[:1], "g4dn.xlarge", tmp_path / "cpu-only") is None
     assert import_measurements(path.parent) == 1 and import_measurements(path.parent) == 0  # each line once
     with open(measured_path()) as f:
@@ -100,10 +103,50 @@ def test_a_bench_on_an_instance_makes_later_plans_say_measured(tmp_path, monkeyp
     assert rows["g4dn.2xlarge"]["basis"].startswith("derived")  # measured on another type: not this one
     other = {r["type"]: r for r in plan_json("--preset", "fast", "--on-demand", env=env)["types"]}
     assert other["g4dn.xlarge"]["basis"].startswith("derived")  # nor another model
+    for flags in (["--batch-size", "64"], ["--precision", "bf16"]):  # nor another batch, nor another arithmetic
+        rows = {r["type"]: r for r in plan_json("--on-demand", *flags, env=env)["types"]}
+        assert not rows["g4dn.xlarge"]["basis"].startswith("measured"), flags
+
+
+def test_a_job_a_type_cannot_run_is_marked_so_not_priced(tmp_path):
+    env = {"AWS_ACCESS_KEY_ID": "", "AWS_EC2_METADATA_DISABLED": "true", "HOME": str(tmp_path),
+           "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}
+    bf16 = {r["type"]: r for r in plan_json("--preset", "fast", "--precision", "bf16", env=env)["types"]}
+    assert bf16["g4dn.xlarge"]["basis"] == "cannot: the NVIDIA T4 has no bf16 units (--precision fp16 or auto)"
+    assert bf16["g4dn.xlarge"]["cost_usd"] is None and bf16["g6.xlarge"]["basis"].endswith("TFLOPS bf16")
+    assert list(bf16)[-1].startswith("g4dn")                 # what cannot run it comes last
+    fp16 = {r["type"]: r for r in plan_json("--preset", "fast", "--precision", "fp16", env=env)["types"]}
+    assert fp16["g6.xlarge"]["basis"].endswith("121 TFLOPS fp16")
+    four = {r["type"]: r for r in plan_json("--devices", "4", env=env)["types"]}
+    assert four["g4dn.xlarge"]["basis"] == "cannot: --devices 4: it has 1 GPU"
+    assert four["g4dn.12xlarge"]["basis"].endswith("4 of its 4 GPUs") and four["g4dn.12xlarge"]["cost_usd"]
+    three = {r["type"]: r for r in plan_json("--devices", "3", "--batch-size", "256", env=env)["types"]}
+    assert three["g4dn.12xlarge"]["basis"] == "cannot: --batch-size 256 is not a multiple of its 3 workers"
+
+
+def test_the_data_is_counted_as_training_will_take_it(tmp_path):
+    env = {"AWS_ACCESS_KEY_ID": "", "AWS_EC2_METADATA_DISABLED": "true", "HOME": str(tmp_path),
+           "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}
+    few = make_tree(tmp_path / "few", classes=[f"c{i}" for i in range(10)], n=4)  # hold_out: 1 of each class
+    job = plan_json("--data", few, env=env)["job"]
+    assert (job["train_images"], job["val_images"]) == (30, 10)
+    notes = make_tree(tmp_path / "notes", n=20)
+    for d in (notes / "train").iterdir():                    # as many notes as images: skipped by training
+        for i in range(20):
+            (d / f"note{i}.txt").write_text("not an image")
+    job = plan_json("--data", notes, env=env)["job"]
+    assert (job["train_images"], job["val_images"]) == (54, 6)
+    mixed = make_tree(tmp_path / "mixed", n=6, size=(48, 48))
+    make_tree(mixed, n=3, size=(32, 32))                     # half of each class 32x32 now: decoded at 32x32
+    assert plan_json("--data", mixed, env=env)["job"]["image_shape"] == [32, 32]  # mixed small sizes: 32x32
 
 
 def test_bad_plan_flags_are_one_line_errors(tmp_path):
     assert_one_line_error(run_cli("cloud", "plan", "--data", tmp_path / "nowhere"), "no such file or folder")
+    assert_one_line_error(run_cli("cloud", "plan", "--image-size", "64"), "CIFAR-10 images are 32x32")
+    assert_one_line_error(run_cli("cloud", "plan", "--device", "cpu"), "prices GPU time")
+    one = make_tree(tmp_path / "one", classes=("only",), n=5)
+    assert_one_line_error(run_cli("cloud", "plan", "--data", one), "at least 2 classes")
     assert_one_line_error(run_cli("cloud", "plan", "--epochs", "0"), "--epochs must be at least 1")
     assert_one_line_error(run_cli("cloud", "plan", "--devices", "two"), "--devices")
     wrong = run_cli("cloud", "plan", "--spot", "--on-demand")

@@ -57,8 +57,10 @@ class GpuSpec:
 class Measurement:
     type: str
     model: str
-    precision: str
-    train_images_per_s: float
+    precision: str              # the arithmetic it ran in: fp32, bf16 or fp16
+    batch_size: int
+    image_size: int             # pixels, square
+    train_images_per_s: float   # one GPU
     measured: str               # date, YYYY-MM-DD
     source: str                 # where: "tenfold bench on this account", a BENCHMARKS.md section
 
@@ -80,5 +82,5 @@ def measurements(extra: str = "") -> list[Measurement]:
     format, this account's own), later rows first."""
     text = resources.files("tenfold.cloud").joinpath("measured.csv").read_text()
     rows = data_rows(text) + data_rows(extra)
-    return [Measurement(r["type"], r["model"], r["precision"], float(r["train_images_per_s"]), r["measured"],
-                        r["source"]) for r in reversed(rows)]
+    return [Measurement(r["type"], r["model"], r["precision"], int(r["batch_size"]), int(r["image_size"]),
+                        float(r["train_images_per_s"]), r["measured"], r["source"]) for r in reversed(rows)]

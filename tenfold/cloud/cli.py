@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -22,11 +23,17 @@ def duration_or_off(text: str) -> float:
     return duration(text) or 0.0
 
 
+def dollars(text: str) -> float:
+    """--max-cost: US dollars above 0, as 5, 2.50 or $5."""
+    value = positive_number(text.strip().removeprefix("$"))
+    if not math.isfinite(value) or value > 1e6:
+        raise argparse.ArgumentTypeError(f"expected dollars from 0 to 1,000,000, got '{text}'")
+    return value
+
+
 def dollars_or_off(text: str) -> float:
-    """--max-cost: US dollars above 0 ($ and a leading sign-free number), or off (0.0: no cap)."""
-    if text.strip().lower() in ("off", "none"):
-        return 0.0
-    return positive_number(text.strip().lstrip("$"))
+    """`up --max-cost`: dollars, or off (0.0: no cap)."""
+    return 0.0 if text.strip().lower() in ("off", "none") else dollars(text)
 
 
 def instance_name(text: str) -> str:
@@ -275,7 +282,7 @@ def add_instance_commands(csub) -> list:
                                                          "the instance first if it is stopped)")
     r.add_argument("--force", action="store_true", help="start a new job even though the last one was interrupted "
                                                         "and not resumed (its files stay on the host)")
-    r.add_argument("--max-cost", type=positive_number, metavar="USD",
+    r.add_argument("--max-cost", type=dollars, metavar="USD",
                    help="this job may cost at most this many dollars more: at the cap the agent stops it (finished "
                         "epochs kept, resumable) and stops the instance (tenfold's instances only)")
     r.add_argument("name", nargs="?", metavar="NAME", help="the instance's name, or any ssh host (default: default)")

@@ -72,24 +72,47 @@ def dollars(usd: float | None) -> str:
     return "n/a" if usd is None else f"${usd:.2f}" if usd >= 0.995 else f"${usd:.3f}"
 
 
+def flops(n: float) -> str:
+    for unit, size in (("PFLOPs", 1e15), ("TFLOPs", 1e12), ("GFLOPs", 1e9), ("MFLOPs", 1e6), ("kFLOPs", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n:.0f} FLOPs"
+
+
+def megabytes(n: int) -> str:
+    return f"{n / 1e6:,.0f} MB" if n >= 1e6 else f"{n / 1e3:,.0f} kB"
+
+
+def plan_heading(result: dict) -> str:
+    job = result["job"]
+    tta = (f" (+{job['tta_views']} test-time views of the {job['val_images']:,} on the last)"
+           if job["tta_views"] and job["val_images"] else "")
+    once = f", {flops(job['once_flops'])} once (the frozen features)" if job["once_flops"] else ""
+    market = result["market"] if not result["aws"] else "on-demand (spot prices need AWS)"
+    listed = "" if result["market"] == "spot" or result["region"] == PRICE_REGION else f", {PRICE_REGION}'s list"
+    return (f"{job['model']}, {job['epochs']} epochs of {job['train_images']:,} images{tta}, "
+            f"{flops(job['train_flops'])} per training image{once}: {flops(job['flops'])} in all; {market} prices "
+            f"for {result['region']}{listed}")
+
+
 def format_plan(result: dict) -> str:
     job, start = result["job"], result["startup"]
-    tta = f" (+{job['tta_views']} test-time views of the {job['val_images']:,} on the last)" if job["tta_views"] else ""
-    lines = [f"{job['model']}, {job['epochs']} epochs of {job['train_images']:,} images{tta}, "
-             f"{job['train_flops'] / 1e6:,.0f} MFLOPs per training image: {job['flops'] / 1e15:.3g} PFLOPs in all; "
-             f"{result['market']} in {result['region']}"]
-    cells = [[r["type"], f"{r['gpus']}x {r['gpu']}" if r["gpus"] > 1 else r["gpu"], span(r["epoch_s"]),
-              span(r["run_s"]), span(r["total_s"]), "n/a" if r["usd_per_h"] is None else f"{r['usd_per_h']:.4f}",
+    lines = [plan_heading(result)]
+    time = lambda s: "-" if s is None else span(s)  # noqa: E731  (a type that cannot run the job)
+    cells = [[r["type"], f"{r['gpus']}x {r['gpu']}" if r["gpus"] > 1 else r["gpu"], time(r["epoch_s"]),
+              time(r["run_s"]), time(r["total_s"]), "n/a" if r["usd_per_h"] is None else f"{r['usd_per_h']:.4f}",
               dollars(r["cost_usd"]), r["quota"], r["basis"]] for r in result["types"]]
-    lines.append(table(cells, ["type", "GPU", "epoch", "training", "total", f"{result['market']} $/h", "cost",
-                               "quota now", "basis"], "llrrrrrll"))
-    data = "CIFAR-10 downloaded there" if job["data_bytes"] == 0 else f"{job['data_bytes'] / 1e6:,.0f} MB sent"
-    lines.append(f"Start-up, in every total: boot {span(start['boot_s'])} + install {span(start['install_s'])} + "
-                 f"data {span(start['data_s'])} ({data}) = {span(sum(start.values()))}.")
+    lines.append(table(cells, ["type", "GPU", "epoch", "training", "total", "$/h", "cost", "quota now", "basis"],
+                       "llrrrrrll"))
+    data = "CIFAR-10 downloaded there" if job["data_bytes"] == 0 else f"{megabytes(job['data_bytes'])} sent"
+    lines.append(f"Start-up (assumed), in every total: boot {span(start['boot_s'])} + install "
+                 f"{span(start['install_s'])} + data {span(start['data_s'])} ({data}) = {span(sum(start.values()))}.")
     lines.append(f"Derived: the job's FLOPs at {result['efficiency']:.0%} of the GPU's published peak, at least "
-                 f"{result['step_s'] * 1000:g} ms a step; measured: `tenfold bench` on that type. Cost: compute + "
-                 f"{DISK_GB} GB gp3 + public IPv4; on-demand prices: {PRICE_REGION}'s list of {result['catalog_date']}.")
+                 f"{result['step_s'] * 1000:g} ms a step (no catalogue GPU measured yet: see BENCHMARKS.md); "
+                 "measured: `tenfold bench` on that type.")
+    lines.append(f"Cost: compute + {DISK_GB} GB gp3 + public IPv4, until the job ends: run it with `tenfold cloud "
+                 "run --down` (or --stop), else the idle stop bills up to an hour more.")
     if result["aws"]:
-        lines.append(f"Not asked of AWS ({result['aws']}): no spot prices, no quotas; times and on-demand prices "
-                     "stand")
+        lines.append(f"Not asked of AWS ({result['aws']}): no spot prices, no quotas; the times and on-demand "
+                     "prices stand")
     return "\n".join(lines)

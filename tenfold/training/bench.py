@@ -59,18 +59,20 @@ def bench(data: str | None = None, epochs: int = 3, devices: list[str] | None = 
     return [bench_device(d, splits, epochs, batch_size, show) for d in devices or devices_here()]
 
 
-def record_measured(rows: list[dict], instance_type: str, folder: Path = Path("runs") / "bench") -> Path | None:
+def record_measured(rows: list[dict], instance_type: str, folder: Path = Path("runs") / "bench",
+                    batch_size: int | None = None) -> Path | None:
     """On a cloud instance (the agent names its type): the GPU rows as measured.csv lines (tenfold.cloud.catalog),
     written to runs/bench/, which `tenfold cloud run` fetches and adds to this account's measurements, so that
     `tenfold cloud plan` says "measured" for LeNet-5 on that type. The file, or None without a GPU row."""
     today = datetime.date.today().isoformat()
-    lines = [f"{instance_type},lenet5,fp32,{r['images_per_s']:.1f},{today},tenfold bench on this account"
+    batch = TrainConfig().batch_size if batch_size is None else batch_size
+    lines = [f"{instance_type},lenet5,fp32,{batch},32,{r['images_per_s']:.1f},{today},tenfold bench on this account"
              for r in rows if r["device"].endswith("(cuda)")]
     if not lines:
         return None
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"measured-{instance_type}-{datetime.datetime.now():%Y%m%d-%H%M%S}.csv"
-    atomic_write_text(path, "type,model,precision,train_images_per_s,measured,source\n" + "\n".join(lines) + "\n")
+    atomic_write_text(path, "type,model,precision,batch_size,image_size,train_images_per_s,measured,source\n" + "\n".join(lines) + "\n")
     return path
 
 

@@ -13,6 +13,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from tenfold.config import TrainConfig
+from tenfold.errors import ConfigError
 from tenfold.data.survey import survey
 from tenfold.models import create_model, pretrained_cfg
 from tenfold.training.recipe import tta_views
@@ -23,17 +24,27 @@ from tenfold.workload import Workload
 def measure_workload(config: TrainConfig, devices: str | None = None) -> Workload:
     """The size of training `config` (CIFAR-10 when its data is `cifar10`) on `devices` (as `--devices`).
     DataError, ConfigError as training would raise them."""
+    if config.device not in ("auto", "cuda") and not config.device.startswith("cuda:"):
+        raise ConfigError(f"--device {config.device}: `cloud plan` prices GPU time; leave --device out (or cuda)")
     photo = check_pretrained(config, pretrained_cfg(config.model))
     size = survey(config.data, config.val_split, config.image_size)
     shape = (photo.input_size, photo.input_size) if photo else size.shape
-    train_flops, eval_flops = count_flops(config, size.classes, shape)
+    train_flops, eval_flops, depthwise = count_flops(config, size.classes, shape)
     views = len(tta_views(torch.zeros(1, 1, 4, 4), config.tta))  # the last epoch's validation, in each view
+    images = size.train + size.val
+    once = 0.0
+    if config.freeze:  # the backbone's features of each image and its mirror, once; then the head alone, per epoch
+        once, train_flops, eval_flops = 2 * images * eval_flops, 0.0, 0.0
+    elif config.head_first:  # the frozen features once, for the head fitted before the whole net trains
+        once = images * eval_flops
     return Workload(config.model, config.precision, config.epochs, size.train, size.val, config.batch_size,
-                    views if config.tta else 0, train_flops, eval_flops, size.bytes, config.data, devices)
+                    views if config.tta else 0, train_flops, eval_flops, size.bytes, config.data, devices, shape,
+                    once, depthwise)
 
 
-def count_flops(config: TrainConfig, classes: int, shape: tuple[int, int]) -> tuple[float, float]:
-    """FLOPs per image of a training step (forward and backward: 3 forwards) and of an evaluation (forward)."""
+def count_flops(config: TrainConfig, classes: int, shape: tuple[int, int]) -> tuple[float, float, bool]:
+    """FLOPs per image of a training step (forward and backward: 3 forwards) and of an evaluation (forward), and
+    whether the model has depthwise convolutions."""
     torch.manual_seed(0)
     model = create_model(config.model, num_classes=classes, image_shape=shape, pretrained=False,
                          **model_settings(config.to_dict()))
@@ -44,4 +55,6 @@ def count_flops(config: TrainConfig, classes: int, shape: tuple[int, int]) -> tu
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model.eval()(x)
     forward = counter.get_total_flops() / len(x)
-    return 3 * forward, forward
+    depthwise = any(isinstance(m, torch.nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
+                    for m in model.modules())
+    return 3 * forward, forward, depthwise
