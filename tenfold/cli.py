@@ -214,6 +214,26 @@ def cmd_models(args) -> int:
     return 0
 
 
+def add_use_commands(sub) -> None:
+    """`export` and `serve`: a trained run taken away as ONNX, or shown on a local page."""
+    p = sub.add_parser("export", help="the model with its preprocessing inside, as an ONNX file",
+                       description="Write RUN_DIR's model as ONNX: input uint8 RGB images (N, H, W, 3) at the run's "
+                                   "image size, output class probabilities (N, classes); class names and image size "
+                                   "in its metadata. Verified with onnxruntime before it is kept.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="the file format (onnx, the default)")
+    p.add_argument("--out", help="the file to write (default RUN_DIR/model.onnx)")
+    p = sub.add_parser("serve", help="a local web page and JSON API that classify images with a run",
+                       description="Serve RUN_DIR: GET / a page (drop an image, see its top-3), POST /predict an "
+                                   "image -> JSON, GET /health. Local only unless --host says otherwise.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this "
+                                                       "machine only; 0.0.0.0: every network)")
+    p.add_argument("--port", type=int, default=8000, help="the port (default 8000; 0: any free one)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--tta", type=int, choices=[0, 1, 2], help="test-time views (default: the run's own)")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="tenfold", description="Train image classifiers fast, on CPU or GPU, with one command.")
     parser.add_argument("--version", action="version", version=f"tenfold {__version__}")
@@ -241,22 +261,7 @@ def make_parser() -> argparse.ArgumentParser:
                                   "its validation split)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--quiet", action="store_true", help="no progress messages while reading the data")
-    p = sub.add_parser("export", help="the model with its preprocessing inside, as an ONNX file",
-                       description="Write RUN_DIR's model as ONNX: input uint8 RGB images (N, H, W, 3) at the run's "
-                                   "image size, output class probabilities (N, classes); class names and image size "
-                                   "in its metadata. Verified with onnxruntime before it is kept.")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--format", choices=["onnx"], default="onnx", help="the file format (onnx, the default)")
-    p.add_argument("--out", help="the file to write (default RUN_DIR/model.onnx)")
-    p = sub.add_parser("serve", help="a local web page and JSON API that classify images with a run",
-                       description="Serve RUN_DIR: GET / a page (drop an image, see its top-3), POST /predict an "
-                                   "image -> JSON, GET /health. Local only unless --host says otherwise.")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this "
-                                                       "machine only; 0.0.0.0: every network)")
-    p.add_argument("--port", type=int, default=8000, help="the port (default 8000; 0: any free one)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    p.add_argument("--tta", type=int, choices=[0, 1, 2], help="test-time views (default: the run's own)")
+    add_use_commands(sub)
     p = sub.add_parser("bench", help="time the seed's LeNet-5 epoch on each device here, beside the seed's numbers")
     p.add_argument("--data", help="train on this data and report accuracy too (default: synthetic, timing only)")
     p.add_argument("--epochs", type=positive_int, default=3, help="epochs per device; the first is not timed (default 3)")
