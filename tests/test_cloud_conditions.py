@@ -207,7 +207,7 @@ def test_output_streams_as_printed_and_survives_an_interruption(box):
     logs = run_cli("cloud", "logs", "--host", "box", cwd=box["project"])
     assert logs.stdout.splitlines() == ["epoch 1", "epoch 2", "epoch 3"]
 
-    tool = "for i in 1 2; do echo step $i; sleep 1.5; done | grep step"  # stdio buffers a file by the block
+    tool = "for i in 1 2; do echo step $i; sleep 4; done | grep step"  # stdio buffers a file by the block
     proc = start_cli("cloud", "run", "--host", "box", "--force", "--", "sh", "-c", tool, cwd=box["project"])
     assert proc.stdout.readline().strip() == "step 1"         # a C tool's stdio, line-buffered
     assert "step 2" not in log.read_text()

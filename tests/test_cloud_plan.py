@@ -84,7 +84,7 @@ def test_without_aws_credentials_the_plan_still_gives_times_and_on_demand_prices
 
 
 def test_a_bench_on_an_instance_makes_later_plans_say_measured(tmp_path, monkeypatch):
-    from tenfold.cloud.plan import import_measurements, measured_path
+    from tenfold.cloud.measured import import_measurements, measured_path
     from tenfold.training.bench import record_measured
     rows = [{"device": "CPU, 4 threads", "images_per_s": 9_000.0},
             {"device": "NVIDIA T4 (cuda)", "images_per_s": 30_000.0}]

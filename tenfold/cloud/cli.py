@@ -192,7 +192,7 @@ def follow(host: str, how: str, fetch: bool) -> int:
     if fetch:
         fetched = jobs.fetch(host, Path.cwd())
         print(f"tenfold: job exited with {status}; fetched {', '.join(fetched) or 'nothing'}", file=sys.stderr)
-        from tenfold.cloud.plan import import_measurements
+        from tenfold.cloud.measured import import_measurements
         if import_measurements(Path.cwd() / "runs" / "bench"):  # a `tenfold bench` there: plans now say measured
             print("tenfold: its `tenfold bench` throughput is kept for `tenfold cloud plan`", file=sys.stderr)
     return status

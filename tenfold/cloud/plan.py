@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
-from pathlib import Path
 
 from tenfold.cloud import aws, cost
 from tenfold.cloud.catalog import InstanceType, Measurement, catalog, catalog_date, gpu_specs, measurements
 from tenfold.cloud.gpus import latest_per_zone, quota_table
+from tenfold.cloud.measured import account_measurements
 from tenfold.errors import TenfoldError
-from tenfold.fileio import atomic_write_text, tenfold_home
 from tenfold.workload import Workload
 
 # airbench94 (Jordan, 2024) trains its 10 epochs in 3.8 s on an A100: its FLOPs over that time are 30 % of the
@@ -52,31 +51,6 @@ class Startup:
 def startup(work: Workload) -> Startup:
     data_s = CIFAR10_S if work.data_bytes == 0 else work.data_bytes / UPLOAD_BYTES_PER_S
     return Startup(BOOT_S, INSTALL_S, data_s)
-
-
-HEADER = "type,model,precision,batch_size,image_size,train_images_per_s,measured,source"
-
-
-def measured_path() -> Path:
-    return tenfold_home() / "cloud" / "measured.csv"
-
-
-def account_measurements() -> str:
-    return measured_path().read_text() if measured_path().exists() else ""
-
-
-def import_measurements(folder) -> int:
-    """Add the measurements `tenfold bench` left in `folder` (runs/bench, fetched from an instance) to this
-    account's measured.csv, each line once; how many were new."""
-    have = set(account_measurements().splitlines())
-    new = [line for f in sorted(Path(folder).glob("measured-*.csv")) for line in f.read_text().splitlines()[1:]
-           if line.strip() and line not in have]
-    new = list(dict.fromkeys(new))
-    if new:
-        text = account_measurements() or HEADER + "\n"
-        measured_path().parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(measured_path(), text + "\n".join(new) + "\n")
-    return len(new)
 
 
 def arithmetic(work: Workload, itype: InstanceType) -> tuple[str, float]:
