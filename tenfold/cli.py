@@ -195,11 +195,11 @@ def cmd_cloud(args) -> int:
     if args.cloud_command != "plan":
         return cloud_cli.run_command(args)
     from tenfold.presets import resolve_config
+    from tenfold.training.launch import check_devices
     from tenfold.training.workload import measure_workload
     flags = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__}
-    if args.devices is not None and args.devices != "auto" and not (args.devices.isdigit() and int(args.devices) > 0):
-        raise TenfoldError(f"--devices takes N (at least 1) or auto, got '{args.devices}'")
-    work = measure_workload(resolve_config(flags.get("preset"), flags), args.devices)
+    devices = None if args.devices is None else check_devices(args.devices)
+    work = measure_workload(resolve_config(flags.get("preset"), flags), devices)
     cloud_cli.cloud_module()
     from tenfold.cloud.plan import plan
     from tenfold.cloud.present import format_plan

@@ -179,8 +179,9 @@ def run_job(root: Path) -> int:
         # Into a file, Python and C programs buffer their output by the 4-8 kB block: the log would show
         # nothing until the end, and lose the tail to a kill. Unbuffered Python, line-buffered stdio instead.
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        if config(root).get("instance_type"):  # `tenfold bench` records what it measures under the type
-            env["TENFOLD_INSTANCE_TYPE"] = config(root)["instance_type"]
+        itype = config(root).get("instance_type")
+        if itype:  # `tenfold bench` records what it measures under the type
+            env["TENFOLD_INSTANCE_TYPE"] = itype
         wrapper = ["stdbuf", "-oL", "-eL"] if shutil.which("stdbuf") else []
         try:
             child = subprocess.Popen(wrapper + argv, cwd=job_dir(root, spec), stdout=out, stderr=subprocess.STDOUT,

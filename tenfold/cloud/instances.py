@@ -14,7 +14,7 @@ from tenfold.cloud import aws, cost, jobs
 from tenfold.cloud.catalog import catalog
 from tenfold.cloud.guardrails import PRICE_TAG, Guardrails, agent_settings, launch_price, launch_time
 from tenfold.cloud.present import summary
-from tenfold.cloud.pricing import hourly_cost, volumes
+from tenfold.cloud.pricing import hourly_cost, running_price, volumes
 from tenfold.cloud.provision import caller_cidr, create, ensure_security_group, key_path, remove, resource_name
 from tenfold.cloud.remote import wait_for_ssh
 from tenfold.cloud.ssh_config import host_entry, write_host
@@ -105,9 +105,7 @@ def up(name: str = "default", itype: str | None = None, spot: bool | None = None
 def keep_launch_price(s, instance: dict, region: str) -> dict:
     """Tag the instance with what it costs an hour running at launch (spot: the zone's price then; unknown:
     on-demand's, above it): --max-cost counts with this price. The instance, with the tag."""
-    rates = hourly_cost(s, instance, region)
-    compute = rates["compute"] if rates["compute"] is not None else catalog()[instance["InstanceType"]].on_demand_usd_per_h
-    tag = {"Key": PRICE_TAG, "Value": f"{compute + rates['storage'] + rates['ipv4']:.6f}"}
+    tag = {"Key": PRICE_TAG, "Value": f"{running_price(s, instance, region):.6f}"}
     with aws.aws_errors(region):
         aws.client(s, "ec2", region).create_tags(Resources=[instance["InstanceId"]], Tags=[tag])
     return {**instance, "Tags": [t for t in instance.get("Tags", []) if t["Key"] != PRICE_TAG] + [tag]}
@@ -127,9 +125,7 @@ def agent_config(s, instance: dict, rails: Guardrails, region: str) -> dict:
     """The agent's settings for `instance`: its guardrails, its launch price and what its earlier starts cost."""
     price = launch_price(instance)
     if price is None:  # launched before tenfold kept the price: today's
-        rates = hourly_cost(s, instance, region)
-        price = (rates["compute"] or catalog()[instance["InstanceType"]].on_demand_usd_per_h) + rates["storage"] + \
-            rates["ipv4"]
+        price = running_price(s, instance, region)
     return agent_settings(instance, rails, price, earlier_cost(instance, price))
 
 

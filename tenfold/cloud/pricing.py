@@ -27,3 +27,11 @@ def volumes(s, instance: dict, region: str) -> list[dict]:
         return []
     with aws.aws_errors(region):
         return aws.client(s, "ec2", region).describe_volumes(VolumeIds=ids)["Volumes"]
+
+
+def running_price(s, instance: dict, region: str) -> float:
+    """$/h while it runs: compute (spot: the zone's latest; unknown: on-demand's, above any spot price), gp3 and
+    IPv4, the figure --max-cost counts with."""
+    rates = hourly_cost(s, instance, region)
+    compute = rates["compute"] if rates["compute"] is not None else catalog()[instance["InstanceType"]].on_demand_usd_per_h
+    return compute + rates["storage"] + rates["ipv4"]

@@ -25,18 +25,24 @@ class WorkerFailed(TenfoldError):
     """A worker died or failed; the message names it and what to do."""
 
 
+def check_devices(value: str) -> str:
+    """--devices as given, once it is a positive number or auto; ConfigError otherwise."""
+    try:
+        ok = value == "auto" or int(value) >= 1
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"--devices must be a positive number or auto, got '{value}'")
+    return value
+
+
 def count_devices(value: str, device: str) -> int:
     """--devices: a positive number, or auto (every GPU; one process where there is none, or on --device cpu)."""
     import torch
     gpus = torch.cuda.device_count() if device != "cpu" and torch.cuda.is_available() else 0
-    if value == "auto":
+    if check_devices(value) == "auto":
         return max(1, gpus)
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise ConfigError(f"--devices must be a positive number or auto, got '{value}'")
+    n = int(value)
     if gpus and device != "cpu" and n > gpus:
         raise ConfigError(f"--devices {n}: this machine has {gpus} GPU(s) (or use --device cpu for CPU workers)")
     if device.startswith("cuda") and not gpus:
