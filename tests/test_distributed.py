@@ -140,6 +140,27 @@ def test_a_killed_worker_ends_the_job_with_one_line(tree, tmp_path):
     assert run_cli("train", "--resume", run, "--epochs", str(done + 1)).returncode == 0
 
 
+def failure(rank: int, exitcode: int, seen: int):
+    """torch's record of a failed worker, as the launcher makes it when it finds the process dead at `seen`."""
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+    f = ProcessFailure(local_rank=rank, pid=1000 + rank, exitcode=exitcode, error_file="/nonexistent")
+    f.timestamp = seen
+    return f
+
+
+@pytest.mark.parametrize("failures, blamed", [
+    # worker 1 killed; worker 0, stuck in a collective, ignored the launcher's SIGTERM and was SIGKILLed 30 s later
+    ({0: failure(0, -9, 130), 1: failure(1, -9, 100)}, "worker 1 (pid 1001) was killed by SIGKILL"),
+    ({0: failure(0, -15, 100), 1: failure(1, -9, 100)}, "worker 1 (pid 1001) was killed by SIGKILL"),
+    ({0: failure(0, -6, 100), 1: failure(1, -11, 100)}, "worker 1 (pid 1001) was killed by SIGSEGV"),  # same look
+    ({0: failure(0, -9, 100), 1: failure(1, -9, 100), 2: failure(2, -15, 99)}, "worker 0 (pid 1000) was killed by SIGKILL"),
+    ({3: failure(3, 1, 100), 2: failure(2, 2, 100)}, "worker 2 (pid 1002) exited with code 2"),
+])
+def test_the_cause_named_is_the_first_worker_to_fail(failures, blamed, tmp_path):
+    from tenfold.training.launch import cause
+    assert cause(failures, str(tmp_path)) == blamed
+
+
 def test_max_restarts_restarts_the_workers_from_the_checkpoint(tree, tmp_path):
     run = tmp_path / "run"
     code, out, err, first = start_and_kill_a_worker(tree, run, "--max-restarts", "1")

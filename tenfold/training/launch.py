@@ -138,13 +138,15 @@ def resume_hint(run_dir: str, workers: int, max_restarts: int) -> str:
 
 
 def cause(failures: dict, errors: str) -> str:
-    """The root cause among the failed workers: one killed by a signal (the others then fail talking to it),
-    else the first error a worker wrote, else the first exit code."""
-    # SIGTERM is the launcher stopping the others; SIGABRT is often a survivor's network library giving up
-    killed = sorted((-f.exitcode == signal.SIGABRT, rank, f) for rank, f in failures.items()
+    """The root cause among the failed workers (rank -> torch's ProcessFailure): the first found killed by a
+    signal (the others then fail talking to it), else the first error a worker wrote, else the first exit code."""
+    # SIGTERM is the launcher stopping the others, and SIGKILL too when one has not stopped 30 s after it: such a
+    # worker was found later (the timestamp, whole seconds, when the launcher saw it dead). Among those seen in one
+    # look, SIGABRT is often a survivor's network library giving up.
+    killed = sorted((f.timestamp, -f.exitcode == signal.SIGABRT, rank, f) for rank, f in failures.items()
                     if f.exitcode < 0 and -f.exitcode != signal.SIGTERM)
     if killed:
-        _, rank, f = killed[0]
+        *_, rank, f = killed[0]
         return f"worker {rank} (pid {f.pid}) was killed by {signal.Signals(-f.exitcode).name}"
     written = sorted(Path(errors).glob("rank-*"), key=lambda p: p.stat().st_mtime)
     if written:
