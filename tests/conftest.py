@@ -131,6 +131,7 @@ def cloud(testbed, tmp_path, monkeypatch):
 
 # ---- markers: the quick tier is `pytest -m "not slow"` --------------------------------------------------
 CLOUD_FIXTURES = {"box", "cloud", "testbed", "instance", "aws"}
+AUTOUSE = {"tenfold_home", "remote_dir"}  # every test has them: their code says nothing of one test
 TRAINING = ("train(", "run_cli(\"train\"", "\"train\",", "run_cli(\"bench\"", "\"bench\",", "finetune", "torchrun",
             "torch.distributed", "run_cli(\"presets\"", "benchmarks", "nbclient", "Popen(", "signal.SIG",
             "--max-restarts")
@@ -139,14 +140,12 @@ TRAINING = ("train(", "run_cli(\"train\"", "\"train\",", "run_cli(\"bench\"", "\
 def pytest_collection_modifyitems(config, items):
     """`cloud`: the AWS or ssh test beds; `browser`: a real Chromium; `slow`: those, and anything that trains
     for real, runs the benchmarks or a notebook, or starts tenfold three times or more (each start imports
-    torch), as the test's own code or its fixtures' names say."""
-    import inspect
+    torch), as the code the test runs says: its own, its module's functions it calls, and its fixtures'."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
-        try:
-            source = inspect.getsource(item.function)
-        except (OSError, TypeError):
-            source = ""
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        fixtures |= {v for v in params.values() if isinstance(v, str) and definitions(item, v)}  # getfixturevalue
+        source = code_of(item, fixtures)
         marks = set()
         if fixtures & CLOUD_FIXTURES or item.module.__name__.startswith("test_cloud"):
             marks.add("cloud")
@@ -157,3 +156,31 @@ def pytest_collection_modifyitems(config, items):
             marks.add("slow")
         for mark in marks:
             item.add_marker(mark)
+
+
+def definitions(item, name: str) -> tuple:
+    """The definitions of fixture `name` that this test sees (none when there is no such fixture)."""
+    return tuple(item.session._fixturemanager.getfixturedefs(name, item) or ())
+
+
+def code_of(item, fixtures: set[str]) -> str:
+    """The source of the test, of the functions of its own module it calls (through any depth), and of its
+    fixtures that are not autouse (those run for every test)."""
+    import inspect
+    found: dict[str, str] = {}
+    todo = [getattr(item, "function", None)]
+    for name in fixtures:
+        todo += [d.func for d in definitions(item, name) if name not in AUTOUSE]
+    while todo:
+        f = inspect.unwrap(todo.pop()) if callable(todo[-1]) else todo.pop()
+        key = getattr(f, "__qualname__", None)
+        if key is None or key in found or not hasattr(f, "__code__"):
+            continue
+        try:
+            found[key] = inspect.getsource(f)
+        except (OSError, TypeError):
+            continue
+        module = vars(inspect.getmodule(f) or item.module)
+        todo += [module[n] for n in f.__code__.co_names if inspect.isfunction(module.get(n))
+                 and module[n].__module__ == f.__module__]
+    return "\n".join(found.values())

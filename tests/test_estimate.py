@@ -16,6 +16,7 @@ def test_an_estimate_scales_measured_steps_to_the_whole_run():
     assert [estimate.format_duration(s) for s in (42, 600, 3 * 3600)] == ["42 s", "10 min", "3.0 h"]
 
 
+@pytest.mark.slow  # measures real training steps of a preset
 def test_presets_are_timed_once_then_recalled(monkeypatch):
     first = estimate.estimate("fast-tiny")
     assert first.train_s > 0 and first.eval_s > 0 and first.precision in ("fp32", "bf16")

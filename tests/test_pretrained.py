@@ -58,6 +58,7 @@ def probe_accuracy(model, images, labels) -> float:
     return float((pred == y[1::2]).float().mean())
 
 
+@pytest.mark.slow  # fits a probe on 224 px EfficientNet features
 def test_imagenet_weights_mean_something():
     images, labels = cifar_pair(40)
     torch.manual_seed(0)
