@@ -4,7 +4,7 @@
     python benchmarks/presets.py --presets fast --device cuda          # on a GPU machine
     python benchmarks/presets.py --presets "fast,fast:--compile,fast:--precision fp16" --device cuda
                                                        # variants: a preset, then flags of its own after ':'
-    python benchmarks/presets.py --dry                 # a tiny synthetic run of every preset (the tests run this)
+    python benchmarks/presets.py --dry                 # a tiny synthetic run of every preset (gpu.sh --dry: a few)
 
 The clock starts when the process is launched, so start-up and data loading are included (the data cache is
 warmed first, as a user's second run finds it). Prints a markdown table and writes presets.json and, when

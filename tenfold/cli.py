@@ -16,6 +16,7 @@ from tenfold.argtypes import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, RUN
 from tenfold.cloud import cli as cloud_cli
 from tenfold.config import RESUME_SETTINGS, TrainConfig
 from tenfold.errors import TenfoldError, Terminated
+from tenfold.fileio import check_run_dir
 from tenfold.log import note
 
 
@@ -104,6 +105,7 @@ def cmd_presets(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    check_run_dir(args.run_dir)  # a wrong path answered before torch loads
     from tenfold.training.judge import evaluate_run, format_evaluation
 
     result = evaluate_run(args.run_dir, args.data, args.device, quiet=args.json, tta=args.tta)
@@ -112,6 +114,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    check_run_dir(args.run_dir)
     from tenfold.errors import DataError
     from tenfold.training.infer import image_files, load_image, load_trained, predict_images
 
@@ -139,6 +142,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_report(args) -> int:
+    check_run_dir(args.run_dir)
     from tenfold.report.make import make_report
     path = make_report(args.run_dir, args.data, args.device, quiet=args.quiet)
     print(path)
@@ -146,6 +150,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from tenfold.export.target import check_export
+    check_export(args.run_dir, args.out)  # a wrong path answered before torch loads (seconds)
     from tenfold.export.to_onnx import export_onnx
     done = export_onnx(args.run_dir, args.out)
     h, w, c = done.input_shape
@@ -162,6 +168,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    check_run_dir(args.run_dir)
     from tenfold.serve.server import serve
     serve(args.run_dir, args.host, args.port, args.device, args.tta)
     return 0

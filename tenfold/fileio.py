@@ -109,6 +109,27 @@ def run_busy(run_dir: Path) -> str | None:
         os.close(fd)
 
 
+CHECKPOINT = "checkpoint.pt"  # a run directory's source of truth (tenfold.training.checkpoint writes it)
+
+
+def check_run_dir(run_dir: str | Path) -> Path:
+    """`run_dir` as a Path when it holds a checkpoint; CheckpointError naming what it is instead (a file, nothing,
+    a run before its first epoch, another folder). Reads no checkpoint and needs no torch: a command taking a run
+    answers a wrong path at once."""
+    from tenfold.errors import CheckpointError
+    run = Path(run_dir)
+    if run.is_file():
+        raise CheckpointError(f"{run_dir} is a file: give the run directory (the folder that holds {CHECKPOINT})")
+    if not run.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory")
+    if not (run / CHECKPOINT).is_file():
+        if (run / "config.json").is_file():
+            raise CheckpointError(f"{run_dir} has no finished epoch yet (it may still be in its first one); "
+                                  f"if it stopped, start it again with --out {run_dir}")
+        raise CheckpointError(f"{run_dir} is not a tenfold run (no {CHECKPOINT})")
+    return run
+
+
 def tenfold_home() -> Path:
     """The cache folder: $TENFOLD_HOME, else ~/.cache/tenfold."""
     home = os.environ.get(envvars.HOME) or os.path.join(os.path.expanduser("~"), ".cache", "tenfold")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -28,16 +29,54 @@ def kernel_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("kernels")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_home(tmp_path_factory, kernel_cache):
+    """$TENFOLD_HOME for what runs outside any test's own (module and session fixtures that train, say): never the
+    user's ~/.cache/tenfold. Its fastpath.json gathers the fast path's measurements of this test worker."""
+    home = tmp_path_factory.mktemp("tenfold-home")
+    (home / "kernels").symlink_to(kernel_cache, target_is_directory=True)
+    with pytest.MonkeyPatch.context() as session:
+        session.setenv("TENFOLD_HOME", str(home))
+        yield home
+
+
+@pytest.fixture(scope="session")
+def measured_here(session_home) -> Path:
+    """The fast-path choices this test worker has measured so far (fastpath.json, as in a user's $TENFOLD_HOME)."""
+    from tenfold.training.fastpath import CACHE
+    return session_home / CACHE
+
+
 @pytest.fixture(autouse=True)
-def tenfold_home(tmp_path, monkeypatch, kernel_cache) -> Path:
+def tenfold_home(tmp_path, monkeypatch, kernel_cache, measured_here) -> Path:
     """Every test gets its own cache, so no test sees another's downloads or decoded data.
 
-    The compiled kernels (keyed by their source and the CPU) are shared, so they are built once per session."""
+    The compiled kernels (keyed by their source and the CPU) are shared, so they are built once per session, and
+    so are the fast path's measurements (keyed by the machine and the job's shapes): a test starts with those of
+    the tests before it, as a user's second run does (about 1-2 s saved per training process), and what it
+    measures is kept for the next. A test of the measuring itself removes $TENFOLD_HOME/fastpath.json first."""
+    from tenfold.training import fastpath
+    real = dict(vars(fastpath))  # a test that fakes the measuring (monkeypatch) must not pass its fakes on
     home = tmp_path / "tenfold-home"
     home.mkdir()
     (home / "kernels").symlink_to(kernel_cache, target_is_directory=True)
+    if measured_here.exists():
+        shutil.copyfile(measured_here, home / fastpath.CACHE)
     monkeypatch.setenv("TENFOLD_HOME", str(home))
-    return home
+    yield home
+    if all(vars(fastpath).get(k) is v for k, v in real.items()):  # (torn down before monkeypatch undoes its work)
+        keep_measurements(home / fastpath.CACHE, measured_here)
+
+
+def keep_measurements(source: Path, shared: Path) -> None:
+    """Add a test's measured choices to the shared file (a test may have damaged its own on purpose: then none)."""
+    try:
+        new = json.loads(source.read_text())
+        old = json.loads(shared.read_text()) if shared.exists() else {}
+    except (OSError, ValueError):
+        return
+    if isinstance(new, dict) and new.keys() - old.keys():
+        shared.write_text(json.dumps({**old, **new}))
 
 
 @pytest.fixture(autouse=True)

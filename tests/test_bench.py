@@ -46,10 +46,10 @@ def test_gpu_script_dry_run_prints_both_peers():
     assert "| bf16 |" not in result.stdout and "| fast-tiny |" not in result.stdout
 
 
-def test_gpu_script_dry_run_times_every_preset_from_launch():
+def test_gpu_script_dry_run_times_the_presets_from_launch():
     result = gpu_script("presets")
     assert result.returncode == 0, result.stderr
-    for preset in ("lenet5", "fast", "fast-small", "fast-tiny"):  # then every preset, timed from launch
+    for preset in ("lenet5", "fast"):  # a preset on its own net, and one swapped to airnet_tiny, timed from launch
         assert re.search(rf"^\| {preset} \| 1 \| \d+ \| [\d.]+% \|", result.stdout, re.M), result.stdout
     for variant in ("fast:--compile", "fast:--precision fp16"):  # and the GPU run's variants of `fast`
         assert re.search(rf"^\| {variant} \| 1 \| \d+ \| [\d.]+% \|", result.stdout, re.M), result.stdout

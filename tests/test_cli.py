@@ -1,12 +1,14 @@
 """Every bad input: one line on stderr, a non-zero exit, no traceback, and nothing saved damaged."""
 import hashlib
+import subprocess
+import sys
 import shutil
 import tarfile
 
 import pytest
 import torch
 
-from helpers import assert_one_line_error, make_tree, run_cli
+from helpers import REPO, assert_one_line_error, make_tree, run_cli
 from tenfold.training.run import train
 
 
@@ -136,3 +138,18 @@ def test_evaluate_and_predict(tree, finished_run, tmp_path):
     assert line.startswith(f"{image}: ") and line.count("%") == 3
     probs = [float(tok.rstrip("%")) for tok in line.split() if tok.endswith("%")]
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 100.1
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict", "report", "export", "serve"])
+def test_a_wrong_run_path_is_answered_before_torch_loads(command, tmp_path):
+    """A typo in the run's path costs no torch import (seconds on a laptop): the answer comes at once."""
+    (tmp_path / "notes.txt").write_text("x")
+    extra = ["image.jpg"] if command == "predict" else []
+    for path, said in [(tmp_path / "missing", "no such run directory"), (tmp_path / "notes.txt", "is a file"),
+                       (tmp_path, "is not a tenfold run")]:
+        code = ("import sys; from tenfold.cli import main; code = main(sys.argv[1:]); "
+                "print(code, 'torch' in sys.modules)")
+        result = subprocess.run([sys.executable, "-c", code, command, str(path), *extra], capture_output=True,
+                                text=True, cwd=REPO)
+        assert result.stdout.split() == ["1", "False"], result.stderr
+        assert_one_line_error(subprocess.CompletedProcess([], 1, "", result.stderr), said)

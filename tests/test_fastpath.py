@@ -132,6 +132,7 @@ def test_auto_precision_keeps_the_faster_arithmetic(monkeypatch):
 
 @needs_kernels
 def test_a_run_shows_and_records_its_fast_path(tree, tmp_path):
+    (fastpath.tenfold_home() / fastpath.CACHE).unlink(missing_ok=True)  # none measured yet, as on a new machine
     run = tmp_path / "run"
     result = run_cli("train", "--data", tree, "--epochs", "1", "--batch-size", "16", "--threads", "2", "--out", run)
     assert result.returncode == 0, result.stderr

@@ -24,7 +24,8 @@ import torch
 from tenfold.data import ImageSet
 from tenfold.errors import TenfoldError
 from tenfold.export.graph import Preprocessed, plain_pytorch
-from tenfold.fileio import current_umask, fsync_dir, run_busy
+from tenfold.fileio import current_umask, fsync_dir
+from tenfold.export.target import check_export, output_path
 from tenfold.training.infer import Trained, load_trained, probabilities
 from tenfold.training.run import run_photo
 from tenfold.version import __version__
@@ -51,10 +52,8 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None) -> Exported:
     at the run's size; output `probabilities`, float32 (N, classes). Metadata: classes (JSON), image_size
     ([H, W]), resize ("stretch" or "crop"), tenfold_version. Raises TenfoldError (missing extra, a model the
     exporter cannot trace, a verification over TOLERANCE, an unwritable `out`); CheckpointError for a bad run."""
+    check_export(run_dir, out)
     onnx, ort = import_onnx()
-    holder = run_busy(Path(run_dir))
-    if holder:
-        raise TenfoldError(f"{run_dir} is still training (tenfold pid {holder}); export it when it has finished")
     trained = load_trained(run_dir, "cpu")
     out = output_path(run_dir, out)
     program = trace(Preprocessed(plain_pytorch(trained.model), trained.ckpt["mean"], trained.ckpt["std"],
@@ -87,24 +86,6 @@ def import_onnx():
     except ImportError as e:  # not installed (e.name), or installed and broken (its own message)
         raise TenfoldError(f"tenfold export needs {NEEDS}; {e.name or e}: missing or broken") from e
     return onnx, onnxruntime
-
-
-def output_path(run_dir: str | Path, out: str | Path | None) -> Path:
-    """Where to write: `out`, else RUN_DIR/model.onnx; its folder made. TenfoldError for a folder, for a file
-    that exists and is not an earlier export (a run's checkpoint.pt, say), for a path through a file."""
-    path = Path(out) if out is not None else Path(run_dir) / "model.onnx"
-    if path.is_dir():
-        raise TenfoldError(f"--out {path} is a folder; name the file to write (e.g. {path / 'model.onnx'})")
-    if path.exists() and path.suffix.lower() != ".onnx":
-        raise TenfoldError(f"--out {path} exists and is not an .onnx file: tenfold writes over an earlier export "
-                           "only; name another file")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as e:
-        raise TenfoldError(f"--out {path}: {e.filename} is a file, not a folder") from e
-    except OSError as e:
-        raise TenfoldError(f"--out {path}: cannot make its folder ({e.strerror})") from e
-    return path
 
 
 def trace(module: Preprocessed, shape: tuple[int, int]):

@@ -14,11 +14,10 @@ import torch
 
 from tenfold.version import __version__
 from tenfold.errors import CheckpointError
-from tenfold.fileio import atomic_open, atomic_write_text
+from tenfold.fileio import CHECKPOINT, atomic_open, atomic_write_text, check_run_dir
 from tenfold.training.callbacks import Callback
 from tenfold.training.metrics import CSV_FORMATS, METRICS
 
-CHECKPOINT = "checkpoint.pt"
 FORMAT = "tenfold-checkpoint"
 VERSION = 1
 TENSORS = ("train_digests",)  # meta the checkpoint keeps but config.json does not (not JSON)
@@ -31,17 +30,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 def load_checkpoint(run_dir: str | Path) -> dict:
     """The checkpoint of a run directory; a clear error for anything that is not one."""
-    run = Path(run_dir)
-    path = run / CHECKPOINT
-    if run.is_file():
-        raise CheckpointError(f"{run_dir} is a file: give the run directory (the folder that holds {CHECKPOINT})")
-    if not run.is_dir():
-        raise CheckpointError(f"{run_dir}: no such run directory")
-    if not path.is_file():
-        if (run / "config.json").is_file():
-            raise CheckpointError(f"{run_dir} has no finished epoch yet (it may still be in its first one); "
-                                  f"if it stopped, start it again with --out {run_dir}")
-        raise CheckpointError(f"{run_dir} is not a tenfold run (no {CHECKPOINT})")
+    path = check_run_dir(run_dir) / CHECKPOINT
     try:
         # weights_only: a checkpoint holds tensors and plain data only, so loading runs no foreign code
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
