@@ -12,6 +12,12 @@ from tenfold.training.checkpoint import load_checkpoint
 needs_kernels = pytest.mark.skipif(not build.available(), reason="no C compiler for tenfold's kernels")
 
 
+@pytest.fixture(autouse=True)
+def new_machine(tenfold_home):
+    """Nothing measured yet, as on a new machine: the tests here count what is measured and what recalled."""
+    (tenfold_home / fastpath.CACHE).unlink(missing_ok=True)
+
+
 @pytest.fixture
 def tree(tmp_path):
     return make_tree(tmp_path / "data", n=12)
@@ -132,7 +138,6 @@ def test_auto_precision_keeps_the_faster_arithmetic(monkeypatch):
 
 @needs_kernels
 def test_a_run_shows_and_records_its_fast_path(tree, tmp_path):
-    (fastpath.tenfold_home() / fastpath.CACHE).unlink(missing_ok=True)  # none measured yet, as on a new machine
     run = tmp_path / "run"
     result = run_cli("train", "--data", tree, "--epochs", "1", "--batch-size", "16", "--threads", "2", "--out", run)
     assert result.returncode == 0, result.stderr
