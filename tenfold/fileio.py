@@ -113,21 +113,36 @@ CHECKPOINT = "checkpoint.pt"  # a run directory's source of truth (tenfold.train
 
 
 def check_run_dir(run_dir: str | Path) -> Path:
-    """`run_dir` as a Path when it holds a checkpoint; CheckpointError naming what it is instead (a file, nothing,
-    a run before its first epoch, another folder). Reads no checkpoint and needs no torch: a command taking a run
-    answers a wrong path at once."""
+    """`run_dir` as a Path when it holds a checkpoint; CheckpointError naming what it is instead (empty, a file,
+    nothing, unreadable, a run before its first epoch, another folder). Reads no checkpoint and needs no torch: a
+    command taking a run answers a wrong path at once."""
     from tenfold.errors import CheckpointError
-    run = Path(run_dir)
+    if str(run_dir) == "":
+        raise CheckpointError(f"the run directory is empty: give the folder that holds {CHECKPOINT}")
+    try:
+        problem = run_dir_problem(Path(run_dir), str(run_dir))
+    except PermissionError as e:  # stat() inside a folder we may not enter
+        problem = f"{run_dir}: cannot read it ({e.strerror})"
+    if problem:
+        raise CheckpointError(problem)
+    return Path(run_dir)
+
+
+def run_dir_problem(run: Path, said: str) -> str | None:
+    """What is wrong with `run` as a run directory (`said`: the path as the user gave it), else None."""
     if run.is_file():
-        raise CheckpointError(f"{run_dir} is a file: give the run directory (the folder that holds {CHECKPOINT})")
+        return f"{said} is a file: give the run directory (the folder that holds {CHECKPOINT})"
     if not run.is_dir():
-        raise CheckpointError(f"{run_dir}: no such run directory")
-    if not (run / CHECKPOINT).is_file():
-        if (run / "config.json").is_file():
-            raise CheckpointError(f"{run_dir} has no finished epoch yet (it may still be in its first one); "
-                                  f"if it stopped, start it again with --out {run_dir}")
-        raise CheckpointError(f"{run_dir} is not a tenfold run (no {CHECKPOINT})")
-    return run
+        return f"{said}: no such run directory"
+    checkpoint = run / CHECKPOINT
+    if checkpoint.is_file():
+        return None
+    if checkpoint.exists() or checkpoint.is_symlink():
+        return f"{said}: its {CHECKPOINT} is not a file"
+    if (run / "config.json").is_file():
+        return (f"{said} has no finished epoch yet (it may still be in its first one); "
+                f"if it stopped, start it again with --out {said}")
+    return f"{said} is not a tenfold run (no {CHECKPOINT})"
 
 
 def tenfold_home() -> Path:

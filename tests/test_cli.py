@@ -153,3 +153,40 @@ def test_a_wrong_run_path_is_answered_before_torch_loads(command, tmp_path):
                                 text=True, cwd=REPO)
         assert result.stdout.split() == ["1", "False"], result.stderr
         assert_one_line_error(subprocess.CompletedProcess([], 1, "", result.stderr), said)
+
+
+def test_run_and_out_paths_that_are_not_what_they_seem(tmp_path, monkeypatch):
+    """Found by trying: each was a misleading line or "unexpected PermissionError" before."""
+    from pathlib import Path
+
+    from tenfold.errors import CheckpointError, TenfoldError
+    from tenfold.export.target import check_out
+    from tenfold.fileio import check_run_dir
+    (tmp_path / "run" / "checkpoint.pt").mkdir(parents=True)
+    (tmp_path / "broken").symlink_to(tmp_path / "nothing")
+    cases = [("", "the run directory is empty"), (tmp_path / "run", "its checkpoint.pt is not a file")]
+    for path, said in cases:
+        with pytest.raises(CheckpointError, match=said):
+            check_run_dir(path)
+    with pytest.raises(TenfoldError, match="broken is a broken link, not a folder"):
+        check_out(tmp_path / "broken" / "x.onnx")
+    monkeypatch.setattr("os.access", lambda path, mode: False)  # a folder this user may not write in
+    with pytest.raises(TenfoldError, match=f"cannot write in {tmp_path} \\(permission denied\\)"):
+        check_out(tmp_path / "new" / "x.onnx")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+    monkeypatch.setattr(Path, "is_file", denied)  # a folder this user may not enter
+    with pytest.raises(CheckpointError, match="cannot read it \\(Permission denied\\)"):
+        check_run_dir(tmp_path / "run")
+
+
+def test_an_unreadable_checkpoint_is_not_called_corrupt(finished_run, monkeypatch):
+    from tenfold.errors import CheckpointError
+    from tenfold.training import checkpoint
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(checkpoint.torch, "load", denied)
+    with pytest.raises(CheckpointError, match="cannot read it \\(Permission denied\\)"):
+        checkpoint.load_checkpoint(finished_run)

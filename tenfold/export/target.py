@@ -2,6 +2,7 @@
 at once, and nothing of the run is ever written over."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tenfold.errors import TenfoldError
@@ -28,7 +29,10 @@ def check_out(path: Path) -> Path:
                            "only; name another file")
     through = next((p for p in path.parents if p.exists() or p.is_symlink()), None)
     if through is not None and not through.is_dir():
-        raise TenfoldError(f"--out {path}: {through} is a file, not a folder")
+        what = "a broken link" if through.is_symlink() and not through.exists() else "a file"
+        raise TenfoldError(f"--out {path}: {through} is {what}, not a folder")
+    if through is not None and not os.access(through, os.W_OK | os.X_OK):
+        raise TenfoldError(f"--out {path}: cannot write in {through} (permission denied)")
     return path
 
 

@@ -34,6 +34,8 @@ def load_checkpoint(run_dir: str | Path) -> dict:
     try:
         # weights_only: a checkpoint holds tensors and plain data only, so loading runs no foreign code
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError as e:
+        raise CheckpointError(f"{path}: cannot read it ({e.strerror})") from e
     except Exception as e:  # torch raises several kinds for truncated or foreign files
         raise CheckpointError(f"{path} is corrupt or not a tenfold checkpoint ({e.__class__.__name__})")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
