@@ -33,8 +33,7 @@ def kernel_cache(tmp_path_factory) -> Path:
 def session_home(tmp_path_factory, kernel_cache):
     """$TENFOLD_HOME for what runs outside any test's own (module and session fixtures that train, say): never the
     user's ~/.cache/tenfold. Its fastpath.json gathers the fast path's measurements of this test worker."""
-    home = tmp_path_factory.mktemp("tenfold-home")
-    (home / "kernels").symlink_to(kernel_cache, target_is_directory=True)
+    home = new_home(tmp_path_factory.mktemp("session"), kernel_cache)
     with pytest.MonkeyPatch.context() as session:
         session.setenv("TENFOLD_HOME", str(home))
         yield home
@@ -57,15 +56,21 @@ def tenfold_home(tmp_path, monkeypatch, kernel_cache, measured_here) -> Path:
     measures is kept for the next. A test of the measuring itself removes $TENFOLD_HOME/fastpath.json first."""
     from tenfold.training import fastpath
     real = dict(vars(fastpath))  # a test that fakes the measuring (monkeypatch) must not pass its fakes on
-    home = tmp_path / "tenfold-home"
-    home.mkdir()
-    (home / "kernels").symlink_to(kernel_cache, target_is_directory=True)
+    home = new_home(tmp_path, kernel_cache)
     if measured_here.exists():
         shutil.copyfile(measured_here, home / fastpath.CACHE)
     monkeypatch.setenv("TENFOLD_HOME", str(home))
     yield home
     if all(vars(fastpath).get(k) is v for k, v in real.items()):  # (torn down before monkeypatch undoes its work)
         keep_measurements(home / fastpath.CACHE, measured_here)
+
+
+def new_home(parent: Path, kernel_cache: Path) -> Path:
+    """PARENT/tenfold-home, empty but for the session's compiled kernels."""
+    home = parent / "tenfold-home"
+    home.mkdir()
+    (home / "kernels").symlink_to(kernel_cache, target_is_directory=True)
+    return home
 
 
 def keep_measurements(source: Path, shared: Path) -> None:
@@ -211,7 +216,8 @@ def code_of(item, fixtures: set[str]) -> str:
     for name in fixtures:
         todo += [d.func for d in definitions(item, name) if name not in AUTOUSE]
     while todo:
-        f = inspect.unwrap(todo.pop()) if callable(todo[-1]) else todo.pop()
+        f = todo.pop()
+        f = inspect.unwrap(f) if callable(f) else f
         key = getattr(f, "__qualname__", None)
         if key is None or key in found or not hasattr(f, "__code__"):
             continue

@@ -36,12 +36,11 @@ def check_out(path: Path) -> Path:
     return path
 
 
-def output_path(run_dir: str | Path, out: str | Path | None) -> Path:
-    """check_export's path, its folder made (TenfoldError when it cannot be)."""
-    path = check_out(Path(out) if out is not None else Path(run_dir) / "model.onnx")
+def make_folder(path: Path) -> Path:
+    """`path` (checked by check_export) once its folder exists: TenfoldError when it cannot be made."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as e:
+    except (FileExistsError, NotADirectoryError) as e:  # made a file since it was checked
         raise TenfoldError(f"--out {path}: {e.filename} is a file, not a folder") from e
     except OSError as e:
         raise TenfoldError(f"--out {path}: cannot make its folder ({e.strerror})") from e

@@ -25,7 +25,7 @@ from tenfold.data import ImageSet
 from tenfold.errors import TenfoldError
 from tenfold.export.graph import Preprocessed, plain_pytorch
 from tenfold.fileio import current_umask, fsync_dir
-from tenfold.export.target import check_export, output_path
+from tenfold.export.target import check_export, make_folder
 from tenfold.training.infer import Trained, load_trained, probabilities
 from tenfold.training.run import run_photo
 from tenfold.version import __version__
@@ -52,10 +52,10 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None) -> Exported:
     at the run's size; output `probabilities`, float32 (N, classes). Metadata: classes (JSON), image_size
     ([H, W]), resize ("stretch" or "crop"), tenfold_version. Raises TenfoldError (missing extra, a model the
     exporter cannot trace, a verification over TOLERANCE, an unwritable `out`); CheckpointError for a bad run."""
-    check_export(run_dir, out)
+    out = check_export(run_dir, out)
     onnx, ort = import_onnx()
     trained = load_trained(run_dir, "cpu")
-    out = output_path(run_dir, out)
+    make_folder(out)
     program = trace(Preprocessed(plain_pytorch(trained.model), trained.ckpt["mean"], trained.ckpt["std"],
                                  run_photo(trained.ckpt)).eval(), trained.shape)
     program.model.metadata_props.update(metadata(trained, run_dir))
